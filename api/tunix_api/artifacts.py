@@ -1,0 +1,20 @@
+"""Names and shapes of what the trainer writes, which the operator reads."""
+
+from __future__ import annotations
+
+METRICS_FILE = "metrics.jsonl"  # one JSON object per optimizer step
+PROGRESS_FILE = "progress.json"  # small, rewritten every few seconds while running
+SUMMARY_FILE = "summary.json"  # written once at the end of training
+BENCHMARK_FILE = "benchmark.json"  # written once at the end of a benchmark
+
+TERMINATION_LOG = "/dev/termination-log"  # Kubernetes default terminationMessagePath
+TERMINATION_MESSAGE_LIMIT = 4096  # kubelet truncates termination messages at 4 KiB
+
+CONFIG_MOUNT_DIR = "/etc/tunix"  # the ConfigMap with run.yaml is mounted here
+CONFIG_FILE = "run.yaml"
+CHECKPOINT_MOUNT_DIR = "/checkpoints"  # the checkpoint volume is mounted here
+
+
+def join_uri(base: str, name: str) -> str:
+    """``base``/``name`` for paths and URIs alike (no double slash)."""
+    return base.rstrip("/") + "/" + name.lstrip("/")
