@@ -18,7 +18,7 @@ class ExitCode(enum.IntEnum):
     PREEMPTED = 75  # SIGTERM handled, checkpoint saved: resumed, not counted (EX_TEMPFAIL)
 
 
-class ExitClass(str, enum.Enum):
+class ExitClass(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FATAL = "Fatal"  # fail the run at once
     RETRYABLE = "Retryable"  # recreate, spend one of maxRestarts

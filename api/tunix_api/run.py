@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from tunix_api.base import ApiModel, OpenModel
 from tunix_api.training import (
@@ -28,15 +28,15 @@ PLURAL = "tunixruns"
 SINGULAR = "tunixrun"
 SHORT_NAME = "trun"
 
-Quantity = str | int
+Quantity = str | StrictInt  # bool is not a quantity (pydantic would read true as 1)
 
 
-class Mode(str, enum.Enum):
+class Mode(enum.StrEnum):
     TRAIN = "Train"
     BENCHMARK = "Benchmark"
 
 
-class AcceleratorType(str, enum.Enum):
+class AcceleratorType(enum.StrEnum):
     NVIDIA_GPU = "nvidia.com/gpu"
     AMD_GPU = "amd.com/gpu"
     GOOGLE_TPU = "google.com/tpu"
@@ -73,7 +73,9 @@ class LocalObjectReference(ApiModel):
 
 
 class RetryPolicy(ApiModel):
-    max_restarts: int = Field(3, ge=0, le=1000, description="Retries after failures (exit codes classed retryable).")
+    max_restarts: int = Field(
+        3, ge=0, le=1000, description="Retries after failures (exit codes classed retryable)."
+    )
     max_preemptions: int = Field(
         20, ge=0, le=10_000, description="Resumes after preemption/eviction; these do not spend maxRestarts."
     )
@@ -106,10 +108,16 @@ class TunixRunSpec(ApiModel):
     priority_class_name: str | None = None
     service_account_name: str | None = None
     env: list[EnvVar] | None = None
-    pod_labels: dict[str, str] | None = Field(None, description="Labels for the Job and pods (e.g. kueue.x-k8s.io/queue-name).")
+    pod_labels: dict[str, str] | None = Field(
+        None, description="Labels for the Job and pods (e.g. kueue.x-k8s.io/queue-name)."
+    )
     pod_annotations: dict[str, str] | None = None
-    suspend: bool = Field(False, description="Stop the pods (they checkpoint) and keep the run; false resumes.")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the run after this long, all attempts.")
+    suspend: bool = Field(
+        False, description="Stop the pods (they checkpoint) and keep the run; false resumes."
+    )
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the run after this long, all attempts."
+    )
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Delete the pods this long after the run ends; the TunixRun stays."
     )
@@ -135,7 +143,7 @@ cel(
 )
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     RESTARTING = "Restarting"
@@ -159,6 +167,7 @@ class Condition(OpenModel):
 class Progress(OpenModel):
     step: int | None = None
     total_steps: int | None = None
+    step_of_total: str | None = Field(None, description='"step/totalSteps", for the Step printer column.')
     loss: float | None = None
     tokens_per_second: float | None = None
     eta_seconds: float | None = None

@@ -23,7 +23,7 @@ def cel(model: str, rule: str, message: str) -> None:
     CEL_RULES.setdefault(model, []).append((rule, message))
 
 
-class ModelPreset(str, enum.Enum):
+class ModelPreset(enum.StrEnum):
     TINY = "tiny"
     M125 = "125m"
     M350 = "350m"
@@ -90,7 +90,7 @@ cel(
 )
 
 
-class TokenizerKind(str, enum.Enum):
+class TokenizerKind(enum.StrEnum):
     BYTE = "byte"
     SENTENCEPIECE = "sentencepiece"
 
@@ -106,11 +106,14 @@ class TokenizerSpec(ApiModel):
         return self
 
 
-cel("TokenizerSpec", "self.kind != 'sentencepiece' || has(self.uri)",
-    "tokenizer.uri is required when kind is sentencepiece")
+cel(
+    "TokenizerSpec",
+    "self.kind != 'sentencepiece' || has(self.uri)",
+    "tokenizer.uri is required when kind is sentencepiece",
+)
 
 
-class DatasetFormat(str, enum.Enum):
+class DatasetFormat(enum.StrEnum):
     AUTO = "auto"
     TEXT = "text"
     PROMPT_COMPLETION = "promptCompletion"
@@ -128,12 +131,12 @@ class DatasetSpec(ApiModel):
     shuffle: bool = Field(True, description="Shuffle documents every epoch, seeded by training.seed.")
 
 
-class Dtype(str, enum.Enum):
+class Dtype(enum.StrEnum):
     BFLOAT16 = "bfloat16"
     FLOAT32 = "float32"
 
 
-class LrDecay(str, enum.Enum):
+class LrDecay(enum.StrEnum):
     COSINE = "cosine"
     LINEAR = "linear"
     CONSTANT = "constant"
@@ -166,14 +169,17 @@ class TrainingSpec(ApiModel):
         return self
 
 
-cel("TrainingSpec", "self.batchSize % self.gradAccumSteps == 0",
-    "batchSize must be divisible by gradAccumSteps")
+cel(
+    "TrainingSpec",
+    "self.batchSize % self.gradAccumSteps == 0",
+    "batchSize must be divisible by gradAccumSteps",
+)
 cel("TrainingSpec", "self.warmupSteps <= self.steps", "warmupSteps must not exceed steps")
 
 RESUME_PATTERN = r"^(latest|none|[0-9]+)$"
 
 
-class ReclaimPolicy(str, enum.Enum):
+class ReclaimPolicy(enum.StrEnum):
     RETAIN = "Retain"
     DELETE = "Delete"
 
@@ -182,8 +188,11 @@ class CheckpointVolumeSpec(ApiModel):
     """Where checkpoints live in the cluster: an existing claim, or a PVC the operator creates."""
 
     claim_name: str | None = Field(None, min_length=1, description="Use this existing PersistentVolumeClaim.")
-    size: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
-                             description="Create a PVC of this size (e.g. 50Gi).")
+    size: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
+        description="Create a PVC of this size (e.g. 50Gi).",
+    )
     storage_class_name: str | None = Field(None, min_length=1)
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
     reclaim_policy: ReclaimPolicy = Field(
@@ -197,8 +206,11 @@ class CheckpointVolumeSpec(ApiModel):
         return self
 
 
-cel("CheckpointVolumeSpec", "has(self.claimName) != has(self.size)",
-    "checkpoint.volume needs exactly one of claimName or size")
+cel(
+    "CheckpointVolumeSpec",
+    "has(self.claimName) != has(self.size)",
+    "checkpoint.volume needs exactly one of claimName or size",
+)
 
 
 class CheckpointSpec(ApiModel):
@@ -217,14 +229,16 @@ class StorageSpec(ApiModel):
     """Object storage for this run's artifacts (metrics.jsonl, progress.json, summary.json)."""
 
     uri: str | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Artifact directory (s3://, gs://, file://). Default: the operator's base URI "
         "+ <namespace>/<name>; ./artifacts/<name> locally.",
     )
     endpoint_url: str | None = Field(None, min_length=1, description="S3-compatible endpoint.")
     region: str | None = Field(None, min_length=1)
     credentials_secret: str | None = Field(
-        None, min_length=1,
+        None,
+        min_length=1,
         description="Secret whose keys (e.g. AWS_ACCESS_KEY_ID) become the trainer's environment.",
     )
 
@@ -234,10 +248,12 @@ class MetricsSpec(ApiModel):
     flush_every_steps: int = Field(
         50, ge=1, description="Make buffered records durable every N steps (one object per flush on S3)."
     )
-    progress_interval_seconds: float = Field(5.0, ge=0, le=3600, description="Rewrite progress.json at most this often.")
+    progress_interval_seconds: float = Field(
+        5.0, ge=0, le=3600, description="Rewrite progress.json at most this often."
+    )
 
 
-class DeviceKind(str, enum.Enum):
+class DeviceKind(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
     GPU = "gpu"

@@ -1,0 +1,121 @@
+"""Run the real operator (kopf + handlers) in a thread against the emulated API server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kopf
+import kubernetes
+
+from tunix_operator.handlers import build_registry
+from tunix_operator.kube import KubeClient
+from tunix_operator.metrics import OperatorMetrics
+from tunix_operator.reconciler import Reconciler
+from tunix_operator.settings import OperatorSettings
+
+T = TypeVar("T")
+GROUP, VERSION, PLURAL = "tunix.dev", "v1alpha1", "tunixruns"
+
+
+def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings:
+    """Fast timings for tests."""
+    values: dict[str, Any] = {
+        "artifacts_base_uri": artifacts_base_uri,
+        "default_image": "tunix/trainer:test",
+        "progress_interval_seconds": 0.3,
+        "resync_interval_seconds": 1.0,
+        "restart_settle_seconds": 0.2,
+        "metrics_port": 0,
+        "liveness_endpoint": None,
+    }
+    values.update(overrides)
+    return OperatorSettings(**values)
+
+
+class OperatorThread:
+    """``kopf.operator`` with the project's registry, in its own thread and event loop."""
+
+    def __init__(
+        self, server: str, api_client: kubernetes.client.ApiClient, settings: OperatorSettings
+    ) -> None:
+        self.server = server
+        self.settings = settings
+        self.metrics = OperatorMetrics()
+        self.reconciler = Reconciler(KubeClient(api_client), settings)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def _login(self, **_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=self.server, insecure=True, default_namespace="default")
+
+    def _main(self) -> None:
+        registry = build_registry(self.reconciler, self.settings, self.metrics, login=self._login)
+        try:
+            asyncio.run(
+                kopf.operator(
+                    registry=registry,
+                    standalone=True,
+                    clusterwide=True,
+                    ready_flag=self._ready,
+                    stop_flag=self._stop,
+                )
+            )
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    def start(self) -> OperatorThread:
+        self._thread = threading.Thread(target=self._main, name="tunix-operator", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30) or self.error:
+            raise RuntimeError(f"the operator did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the operator did not stop"
+            self._thread = None
+
+    def __enter__(self) -> OperatorThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(fn: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll ``fn`` until it returns something truthy; its last value is in the error otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (kubernetes.client.ApiException, LookupError, KeyError) as exc:
+            last = exc
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what or fn}: last value {last!r}")
+
+
+def run_manifest(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
+    body = {
+        "dataset": {"uri": "data/golden/golden.jsonl"},
+        "training": {"steps": 20, "batchSize": 4, "seqLen": 32},
+        "retryPolicy": {"maxRestarts": 1, "backoffSeconds": 0, "maxPreemptions": 3},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "TunixRun",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }

@@ -1,0 +1,280 @@
+"""The operator (kopf + handlers + reconciler) against the emulated API server and simulated kubelet."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests.integration.harness import GROUP, PLURAL, VERSION, OperatorThread, run_manifest, wait_for
+from tests.kubeemu import EmulatedCluster, SimulatedKubelet
+
+NS = "default"
+SUMMARY = {
+    "finalLoss": 1.5,
+    "bestLoss": 1.4,
+    "bestStep": 18,
+    "totalSteps": 20,
+    "totalTokens": 2560,
+    "avgTokensPerSecond": 100.0,
+    "wallTimeSeconds": 25.6,
+    "provenance": {"jax": "0.10.2"},
+}
+
+
+class Api:
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.batch = kubernetes.client.BatchV1Api(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def create_run(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.run(name).get("status") or {}
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, {"spec": spec})
+
+    def jobs(self, name: str) -> list[str]:
+        items = self.batch.list_namespaced_job(NS, label_selector=f"tunix.dev/run={name}").items
+        return sorted(j.metadata.name for j in items if not j.metadata.deletion_timestamp)
+
+    def job(self, name: str) -> dict[str, Any]:
+        job = self.batch.read_namespaced_job(name, NS)
+        return self.batch.api_client.sanitize_for_serialization(job)
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        items = self.core.list_namespaced_event(NS).items
+        return [(e.type, e.reason) for e in items if e.involved_object.name == name]
+
+
+@pytest.fixture
+def k8s(api: kubernetes.client.ApiClient) -> Api:
+    return Api(api)
+
+
+def phase_is(k8s: Api, name: str, phase: str):
+    return lambda: k8s.status(name).get("phase") == phase
+
+
+def pod_of(
+    kubelet: SimulatedKubelet, name: str, attempt: int, phase: str | None = "Running"
+) -> dict[str, Any]:
+    return kubelet.wait_for_pods(f"tunix.dev/run={name},tunix.dev/attempt={attempt}", phase=phase)[0]
+
+
+def test_create_makes_job_with_gpu_volume_env_and_resume(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+) -> None:
+    k8s.create_run(
+        run_manifest(
+            "gpu",
+            accelerator={"type": "nvidia.com/gpu", "countPerHost": 4},
+            checkpoint={"volume": {"size": "10Gi", "reclaimPolicy": "Delete"}},
+            env=[{"name": "EXTRA", "value": "1"}],
+        )
+    )
+    wait_for(lambda: k8s.jobs("gpu") == ["gpu-0"], what="job gpu-0")
+    job = k8s.job("gpu-0")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert container["command"][container["command"].index("--resume") + 1] == "latest"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["EXTRA"] == "1" and env["TUNIX_ATTEMPT"] == "0"
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "gpu-checkpoints"
+    assert k8s.core.read_namespaced_persistent_volume_claim("gpu-checkpoints", NS)
+    assert k8s.core.read_namespaced_config_map("gpu-config", NS).data["run.yaml"]
+    assert job["metadata"]["ownerReferences"][0]["uid"] == k8s.run("gpu")["metadata"]["uid"]
+    wait_for(phase_is(k8s, "gpu", "Running"), what="Running")
+    status = k8s.status("gpu")
+    assert status["attempt"] == 0 and status["metricsUri"].endswith("/default/gpu/metrics.jsonl")
+
+
+def test_progress_then_success_with_summary(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api, artifacts_dir: pathlib.Path
+) -> None:
+    k8s.create_run(run_manifest("prog"))
+    pod = pod_of(kubelet, "prog", 0)
+    run_dir = artifacts_dir / NS / "prog"
+    run_dir.mkdir(parents=True)
+    progress = {
+        "step": 12,
+        "totalSteps": 20,
+        "loss": 2.25,
+        "tokensPerSecond": 512.0,
+        "etaSeconds": 8.0,
+        "updatedAt": "2099-01-01T00:00:00Z",
+    }
+    (run_dir / "progress.json").write_text(json.dumps(progress))
+    got = wait_for(lambda: k8s.status("prog").get("progress"), what="status.progress")
+    assert got["stepOfTotal"] == "12/20" and got["loss"] == 2.25
+    assert k8s.status("prog")["phase"] == "Running"
+    kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps(SUMMARY))
+    wait_for(phase_is(k8s, "prog", "Succeeded"), what="Succeeded")
+    status = k8s.status("prog")
+    assert status["summary"]["finalLoss"] == 1.5 and status["summary"]["totalSteps"] == 20
+    assert status["provenance"] == {"jax": "0.10.2"}
+    assert status["progress"]["stepOfTotal"] == "20/20"
+    assert status["completionTime"]
+    assert ("Normal", "Succeeded") in wait_for(lambda: k8s.events("prog"), what="events")
+
+
+def test_preemption_creates_new_attempt_without_spending_restarts(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+) -> None:
+    k8s.create_run(run_manifest("pre"))
+    pod = pod_of(kubelet, "pre", 0)
+    kubelet.evict(pod["metadata"]["name"])
+    pod_of(kubelet, "pre", 1)
+    wait_for(phase_is(k8s, "pre", "Running"), what="Running again")
+    status = k8s.status("pre")
+    assert (status["attempt"], status["preemptions"], status["restarts"]) == (1, 1, 0)
+    wait_for(lambda: k8s.jobs("pre") == ["pre-1"], what="old Job deleted")
+    assert ("Warning", "Preempted") in k8s.events("pre")
+
+
+def test_fatal_exit_fails_without_new_job(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+) -> None:
+    k8s.create_run(run_manifest("fatal"))
+    pod = pod_of(kubelet, "fatal", 0)
+    kubelet.terminate(pod["metadata"]["name"], exit_code=3, message="loss became nan at step 7")
+    wait_for(phase_is(k8s, "fatal", "Failed"), what="Failed")
+    status = k8s.status("fatal")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "Diverged"
+    assert "nan at step 7" in status["message"]
+    assert k8s.jobs("fatal") == ["fatal-0"]
+    assert status["restarts"] == 0
+
+
+def test_retry_budget_spent_fails(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+    k8s.create_run(run_manifest("retry"))  # maxRestarts 1, backoff 0
+    kubelet.terminate(pod_of(kubelet, "retry", 0)["metadata"]["name"], exit_code=1, message="crash 1")
+    kubelet.terminate(pod_of(kubelet, "retry", 1)["metadata"]["name"], exit_code=1, message="crash 2")
+    wait_for(phase_is(k8s, "retry", "Failed"), what="Failed")
+    status = k8s.status("retry")
+    assert status["restarts"] == 1 and status["attempt"] == 1
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "BackoffLimitExceeded"
+    assert "crash 2" in status["message"]
+    assert k8s.jobs("retry") == ["retry-1"]
+
+
+def test_suspend_and_resume(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+    k8s.create_run(run_manifest("sus"))
+    pod_of(kubelet, "sus", 0)
+    k8s.patch_spec("sus", {"suspend": True})
+    wait_for(phase_is(k8s, "sus", "Suspended"), what="Suspended")
+    wait_for(lambda: k8s.jobs("sus") == [], what="Job deleted")
+    k8s.patch_spec("sus", {"suspend": False})
+    pod_of(kubelet, "sus", 1)
+    wait_for(phase_is(k8s, "sus", "Running"), what="Running after resume")
+    status = k8s.status("sus")
+    assert (status["attempt"], status["restarts"], status["preemptions"]) == (1, 0, 0)
+    reasons = [r for _, r in k8s.events("sus")]
+    assert "Suspended" in reasons and "Resumed" in reasons
+
+
+def test_operator_restart_mid_run_keeps_state(
+    start_operator, kubelet: SimulatedKubelet, k8s: Api, cluster: EmulatedCluster
+) -> None:
+    first = start_operator()
+    k8s.create_run(run_manifest("restart"))
+    pod_of(kubelet, "restart", 0)
+    wait_for(phase_is(k8s, "restart", "Running"), what="Running")
+    before = k8s.status("restart")
+    first.stop()
+    start_operator()
+    wait_for(lambda: k8s.run("restart")["metadata"].get("finalizers"), what="finalizer")
+    # Give the new operator a few reconcile rounds, then nothing must have been duplicated.
+    pod = pod_of(kubelet, "restart", 0)
+    kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps(SUMMARY))
+    wait_for(phase_is(k8s, "restart", "Succeeded"), what="Succeeded")
+    after = k8s.status("restart")
+    assert k8s.jobs("restart") == ["restart-0"]
+    assert after["attempt"] == 0 and after["startTime"] == before["startTime"]
+    pods = k8s.core.list_namespaced_pod(NS, label_selector="tunix.dev/run=restart", _preload_content=False)
+    assert len(json.loads(pods.data)["items"]) == 1
+
+
+def test_delete_removes_children(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+    k8s.create_run(run_manifest("gone", checkpoint={"volume": {"size": "1Gi"}}))  # Retain: PVC kept
+    pod_of(kubelet, "gone", 0)
+    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gone")
+
+    def run_gone() -> bool:
+        try:
+            k8s.run("gone")
+        except kubernetes.client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(run_gone, what="run deleted")
+    wait_for(lambda: k8s.jobs("gone") == [], what="jobs deleted")
+    wait_for(
+        lambda: not k8s.core.list_namespaced_config_map(NS, label_selector="tunix.dev/run=gone").items,
+        what="configmap deleted",
+    )
+    assert k8s.core.read_namespaced_persistent_volume_claim("gone-checkpoints", NS)
+
+
+def test_malformed_run_fails_while_another_keeps_going(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+) -> None:
+    bad = run_manifest("bad", training={"steps": 10, "warmupSteps": 50})  # schema-valid, pydantic rejects
+    k8s.create_run(bad)
+    k8s.create_run(run_manifest("good"))
+    wait_for(phase_is(k8s, "bad", "Failed"), what="bad Failed")
+    status = k8s.status("bad")
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "InvalidSpec"
+    assert "warmupSteps" in status["message"]
+    assert k8s.jobs("bad") == []
+    wait_for(phase_is(k8s, "good", "Running"), what="good Running")
+
+
+def test_image_pull_error_is_reported(start_operator, cluster: EmulatedCluster, k8s: Api) -> None:
+    start_operator()
+    with SimulatedKubelet(cluster, auto_start_pods=False) as kubelet:
+        k8s.create_run(run_manifest("img", image="nope/missing:1"))
+        pod = kubelet.wait_for_pods("tunix.dev/run=img")[0]
+        kubelet.set_waiting(pod["metadata"]["name"], reason="ImagePullBackOff", message="pull access denied")
+
+        def running_reason() -> str | None:
+            conds = k8s.status("img").get("conditions") or []
+            return next((c["reason"] for c in conds if c["type"] == "Running"), None) == "ImagePullBackOff"
+
+        wait_for(running_reason, what="ImagePullBackOff condition")
+        assert k8s.status("img")["phase"] == "Pending"
+        assert "pull access denied" in k8s.status("img")["message"]
+        assert ("Warning", "ImagePullBackOff") in k8s.events("img")
+
+
+def test_multi_host_gang_restarts_as_a_whole(
+    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+) -> None:
+    k8s.create_run(
+        run_manifest(
+            "gang",
+            accelerator={"type": "nvidia.com/gpu", "countPerHost": 8, "hosts": 2},
+            checkpoint={"uri": "s3://bucket/ckpt"},
+        )
+    )
+    pods = kubelet.wait_for_pods("tunix.dev/run=gang,tunix.dev/attempt=0", count=2, phase="Running")
+    assert k8s.core.read_namespaced_service("gang", NS).spec.cluster_ip == "None"
+    env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
+    assert env["TUNIX_COORDINATOR_ADDRESS"] == "gang-0-0.gang:8476" and env["TUNIX_NUM_PROCESSES"] == "2"
+    kubelet.evict(pods[1]["metadata"]["name"])
+    kubelet.wait_for_pods("tunix.dev/run=gang,tunix.dev/attempt=1", count=2, phase="Running")
+    wait_for(phase_is(k8s, "gang", "Running"), what="Running again")
+    status = k8s.status("gang")
+    assert (status["attempt"], status["preemptions"], status["restarts"]) == (1, 1, 0)
+    wait_for(lambda: k8s.jobs("gang") == ["gang-1"], what="only the new attempt's Job")

@@ -1,0 +1,243 @@
+"""The benchmark result: derived figures, ``benchmark.json``, the status message and a table (pure)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from tunix_api.artifacts import TERMINATION_MESSAGE_LIMIT
+from tunix_trainer.benchmark.hardware import DeviceInfo, PeakLookup
+from tunix_trainer.benchmark.mfu import mfu, model_flops_per_second
+from tunix_trainer.benchmark.stats import StepTimes
+
+STATUS_KIND = "benchmark"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one optimizer step computes."""
+
+    model_name: str
+    param_count: int
+    flops_per_token: float
+    vocab_size: int
+    batch_size: int
+    seq_len: int
+    grad_accum_steps: int
+    compute_dtype: str
+    param_dtype: str
+    synthetic_data: bool
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Raw measurements from the timing loop (seconds)."""
+
+    compile_seconds: float
+    warmup_steps: int
+    step_times: StepTimes  # each step dispatched and awaited on its own
+    window_seconds: float  # ``window_steps`` dispatched back to back, awaited once at the end
+    window_steps: int
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """Everything ``tunix-bench`` reports. Throughput and MFU use the back-to-back window."""
+
+    run_name: str
+    namespace: str | None
+    config_hash: str | None
+    workload: Workload
+    timings: Timings
+    devices: DeviceInfo
+    peak: PeakLookup
+    peak_memory_bytes: int | None
+    versions: dict[str, str]
+    profile_dir: str | None = None
+    created_at: str | None = None
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.timings.window_steps / self.timings.window_seconds
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.workload.tokens_per_step * self.steps_per_second
+
+    @property
+    def tokens_per_second_per_device(self) -> float:
+        return self.tokens_per_second / self.devices.count
+
+    @property
+    def steady_step_seconds(self) -> float:
+        return self.timings.window_seconds / self.timings.window_steps
+
+    @property
+    def model_flops_per_second(self) -> float:
+        return model_flops_per_second(
+            self.workload.flops_per_token, self.workload.tokens_per_step, self.steady_step_seconds
+        )
+
+    @property
+    def mfu(self) -> float | None:
+        return mfu(
+            self.workload.flops_per_token,
+            self.workload.tokens_per_step,
+            self.steady_step_seconds,
+            self.peak.flops,
+            self.devices.count,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The full ``benchmark.json`` document (camelCase keys)."""
+        w, t, st = self.workload, self.timings, self.timings.step_times
+        return {
+            "kind": STATUS_KIND,
+            "run": {"name": self.run_name, "namespace": self.namespace, "configHash": self.config_hash},
+            "createdAt": self.created_at,
+            "model": {
+                "name": w.model_name,
+                "paramCount": w.param_count,
+                "flopsPerToken": w.flops_per_token,
+                "vocabSize": w.vocab_size,
+            },
+            "workload": {
+                "batchSize": w.batch_size,
+                "seqLen": w.seq_len,
+                "gradAccumSteps": w.grad_accum_steps,
+                "tokensPerStep": w.tokens_per_step,
+                "computeDtype": w.compute_dtype,
+                "paramDtype": w.param_dtype,
+                "syntheticData": w.synthetic_data,
+            },
+            "devices": {
+                "platform": self.devices.platform,
+                "kind": self.devices.kind,
+                "count": self.devices.count,
+                "localCount": self.devices.local_count,
+                "processCount": self.devices.process_count,
+            },
+            "compileSeconds": t.compile_seconds,
+            "warmupSteps": t.warmup_steps,
+            "stepTime": {
+                "note": "each step dispatched and awaited (block_until_ready) on its own",
+                "count": st.count,
+                "meanMs": st.mean * 1e3,
+                "p50Ms": st.p50 * 1e3,
+                "p90Ms": st.p90 * 1e3,
+                "p99Ms": st.p99 * 1e3,
+                "minMs": st.min * 1e3,
+                "maxMs": st.max * 1e3,
+                "stepsPerSecond": 1.0 / st.mean,
+            },
+            "steadyState": {
+                "note": "steps dispatched back to back, awaited once; throughput and MFU use this",
+                "steps": t.window_steps,
+                "seconds": t.window_seconds,
+                "stepTimeMs": self.steady_step_seconds * 1e3,
+            },
+            "stepsPerSecond": self.steps_per_second,
+            "tokensPerSecond": self.tokens_per_second,
+            "tokensPerSecondPerDevice": self.tokens_per_second_per_device,
+            "modelFlopsPerSecond": self.model_flops_per_second,
+            "peakFlopsPerDevice": self.peak.flops,
+            "peakMatched": self.peak.matched,
+            "mfu": self.mfu,
+            "mfuNote": self.peak.note,
+            "peakMemoryBytes": self.peak_memory_bytes,
+            "profileDir": self.profile_dir,
+            "versions": dict(self.versions),
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def status_payload(result: BenchmarkResult) -> dict[str, Any]:
+    """The fields of ``tunix_api.run.BenchmarkStatus`` (camelCase) plus ``"kind": "benchmark"``."""
+    st = result.timings.step_times
+    return {
+        "kind": STATUS_KIND,
+        "compileSeconds": _round(result.timings.compile_seconds, 3),
+        "stepTimeP50Ms": _round(st.p50 * 1e3, 3),
+        "stepTimeP90Ms": _round(st.p90 * 1e3, 3),
+        "stepTimeP99Ms": _round(st.p99 * 1e3, 3),
+        "stepsPerSecond": _round(result.steps_per_second, 4),
+        "tokensPerSecond": _round(result.tokens_per_second, 1),
+        "tokensPerSecondPerDevice": _round(result.tokens_per_second_per_device, 1),
+        "mfu": _round(result.mfu, 4),
+        "peakMemoryBytes": result.peak_memory_bytes,
+    }
+
+
+def termination_message(result: BenchmarkResult) -> str:
+    """Compact JSON of :func:`status_payload`, within the kubelet's termination-message limit."""
+    text = json.dumps(status_payload(result), separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:  # cannot happen with fixed keys; guard anyway
+        raise ValueError("benchmark status message exceeds the termination-message limit")
+    return text
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def format_bytes(n: int | None) -> str:
+    """``n`` bytes in binary units (``n/a`` for ``None``)."""
+    if n is None:
+        return "n/a"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_table(result: BenchmarkResult) -> str:
+    """A readable two-column summary for the terminal."""
+    w, t, st, d = result.workload, result.timings, result.timings.step_times, result.devices
+    mfu_text = _fmt(result.mfu, ".2%") if result.mfu is not None else f"n/a ({result.peak.note})"
+    rows = [
+        ("run", result.run_name),
+        ("devices", f"{d.count} x {d.kind} ({d.platform}, {d.process_count} process(es))"),
+        ("model", f"{w.model_name}, {w.param_count:,} params, {w.flops_per_token:.4g} FLOP/token"),
+        (
+            "batch x seq",
+            f"{w.batch_size} x {w.seq_len} = {w.tokens_per_step:,} tokens/step"
+            f" (grad accum {w.grad_accum_steps})",
+        ),
+        ("precision", f"compute {w.compute_dtype}, params {w.param_dtype}"),
+        ("data", "synthetic (full vocabulary)" if w.synthetic_data else "dataset"),
+        ("compile", f"{t.compile_seconds:.3f} s (first step)"),
+        ("warm-up", f"{t.warmup_steps} steps (not timed)"),
+        (
+            "step time (synced)",
+            f"p50 {st.p50 * 1e3:.2f} ms, p90 {st.p90 * 1e3:.2f} ms, "
+            f"p99 {st.p99 * 1e3:.2f} ms, mean {st.mean * 1e3:.2f} ms over {st.count}",
+        ),
+        (
+            "steady state",
+            f"{t.window_steps} steps in {t.window_seconds:.3f} s "
+            f"({result.steady_step_seconds * 1e3:.2f} ms/step, back to back)",
+        ),
+        ("steps/s", f"{result.steps_per_second:.3f}"),
+        (
+            "tokens/s",
+            f"{result.tokens_per_second:,.0f} ({result.tokens_per_second_per_device:,.0f} per device)",
+        ),
+        ("model FLOP/s", f"{result.model_flops_per_second:.4g}"),
+        ("MFU", mfu_text),
+        ("peak memory", format_bytes(result.peak_memory_bytes)),
+        ("versions", ", ".join(f"{k} {v}" for k, v in result.versions.items())),
+    ]
+    if result.profile_dir:
+        rows.append(("profile", result.profile_dir))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,356 @@
+"""JSONL datasets from any fsspec URI, tokenized into deterministic, exactly resumable batches.
+
+A dataset is a JSONL file of records ``{"text": ...}`` or ``{"prompt": ..., "completion": ...}``.
+The whole file is read and tokenized once at start: right for the datasets this trainer targets
+(megabytes to a few gigabytes). Huge corpora need a streaming loader over pre-tokenized shards
+(e.g. Grain over ArrayRecord) with the same ``state()``/``restore()`` contract.
+
+This module needs NumPy and fsspec only (no JAX).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import fsspec
+import numpy as np
+
+from tunix_api.training import DatasetFormat, DatasetSpec
+
+if TYPE_CHECKING:
+    from tunix_trainer.tokenizer import Tokenizer
+
+_CHUNK = 1 << 20
+
+
+class DataError(Exception):
+    """The dataset is unreadable, malformed or too small (the trainer exits with DATA_ERROR)."""
+
+
+def resolve_uri(uri: str, base_dir: str | None = None) -> str:
+    """``uri`` unchanged when it has a scheme (s3://, file://, memory://...); a plain path made
+    absolute against ``base_dir`` (itself a path or URI) or the current directory."""
+    if "://" in uri:
+        return uri
+    path = os.path.expanduser(uri)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    if base_dir and "://" in base_dir:
+        return base_dir.rstrip("/") + "/" + path
+    return os.path.normpath(os.path.join(base_dir or os.getcwd(), path))
+
+
+def open_uri(
+    uri: str, mode: str = "rb", storage_options: dict[str, Any] | None = None
+) -> fsspec.core.OpenFile:
+    """``fsspec.open`` for paths and URIs alike; use as a context manager."""
+    return fsspec.open(uri, mode, **(storage_options or {}))
+
+
+def dataset_checksum(uri: str, storage_options: dict[str, Any] | None = None) -> str:
+    """``"sha256:<hex>"`` of the file's bytes."""
+    digest = hashlib.sha256()
+    with open_uri(uri, "rb", storage_options) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+# --- pure parsing and tokenization -------------------------------------------------------------
+
+_KEYS = {DatasetFormat.TEXT: ("text",), DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion")}
+
+
+def _detect_format(record: dict[str, Any], where: str) -> DatasetFormat:
+    if "text" in record:
+        return DatasetFormat.TEXT
+    if "prompt" in record and "completion" in record:
+        return DatasetFormat.PROMPT_COMPLETION
+    raise DataError(f"{where}: record has neither a 'text' field nor 'prompt' and 'completion' fields")
+
+
+def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[str, str]]:
+    """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
+
+    ``fmt`` AUTO takes the kind of the first record; every record must then be of that kind.
+    Blank lines are skipped; extra fields are ignored. Raises ``DataError`` naming the line.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text ({exc})") from None
+    records: list[tuple[str, str]] = []
+    kind = None if fmt == DatasetFormat.AUTO else fmt
+    first_line = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        if kind is None:
+            kind, first_line = _detect_format(record, where), lineno
+        keys = _KEYS[kind]
+        missing = [k for k in keys if k not in record]
+        if missing:
+            origin = f"detected from line {first_line}" if first_line else "from dataset.format"
+            raise DataError(
+                f"{where}: missing {', '.join(repr(k) for k in missing)}: records must all be "
+                f"{kind.value} records ({origin}), not a mix of kinds"
+            )
+        values = [record[k] for k in keys]
+        bad = [k for k, v in zip(keys, values, strict=True) if not isinstance(v, str)]
+        if bad:
+            raise DataError(f"{where}: field {bad[0]!r} must be a string")
+        records.append(("", values[0]) if kind == DatasetFormat.TEXT else (values[0], values[1]))
+    if not records:
+        raise DataError(f"{source}: the dataset has no records")
+    return records
+
+
+def tokenize_documents(
+    records: list[tuple[str, str]], tokenizer: Tokenizer
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each record becomes ``bos + prompt + completion + eos``.
+
+    Returns ``(tokens int32, weights uint8, offsets int64)``: all documents concatenated, a weight
+    per token saying whether predicting that token is trained (0 for bos and the prompt, 1 for the
+    completion or text and its eos), and document boundaries (``offsets[i]:offsets[i+1]``).
+    """
+    tokens: list[int] = []
+    weights: list[int] = []
+    offsets = [0]
+    for prompt, completion in records:
+        prompt_ids = tokenizer.encode(prompt) if prompt else []
+        completion_ids = tokenizer.encode(completion)
+        tokens += [tokenizer.bos_id, *prompt_ids, *completion_ids, tokenizer.eos_id]
+        weights += [0] * (1 + len(prompt_ids)) + [1] * (len(completion_ids) + 1)
+        offsets.append(len(tokens))
+    return (
+        np.asarray(tokens, dtype=np.int32),
+        np.asarray(weights, dtype=np.uint8),
+        np.asarray(offsets, dtype=np.int64),
+    )
+
+
+def epoch_order(n_docs: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """Document order of an epoch: a permutation seeded by ``(seed, epoch)``, or file order."""
+    if not shuffle:
+        return np.arange(n_docs)
+    return np.random.default_rng([seed, epoch]).permutation(n_docs)
+
+
+def packed_rows(
+    tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, order: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Documents in ``order`` concatenated and cut into ``[rows, width]`` windows; the tail that
+    does not fill a window is dropped."""
+    lengths = np.diff(offsets)[order]
+    starts = offsets[:-1][order]
+    total = int(lengths.sum())
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    index = (np.arange(total) + shift)[: (total // width) * width].reshape(-1, width)
+    return tokens[index], weights[index]
+
+
+def padded_rows(
+    tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, order: np.ndarray, width: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One document per row, truncated to ``width`` tokens, padded with ``pad_id`` (weight 0)."""
+    starts = offsets[:-1][order]
+    lengths = np.diff(offsets)[order]
+    col = np.arange(width)
+    valid = col[None, :] < lengths[:, None]
+    index = np.where(valid, starts[:, None] + col[None, :], 0)
+    return np.where(valid, tokens[index], pad_id).astype(np.int32), np.where(valid, weights[index], 0)
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    inputs: np.ndarray  # int32 [B, T]
+    targets: np.ndarray  # int32 [B, T]
+    loss_mask: np.ndarray  # float32 [B, T]: 0 on prompt tokens (SFT) and padding
+
+
+def _batch(rows: np.ndarray, weights: np.ndarray) -> Batch:
+    return Batch(
+        inputs=np.ascontiguousarray(rows[:, :-1], dtype=np.int32),
+        targets=np.ascontiguousarray(rows[:, 1:], dtype=np.int32),
+        loss_mask=np.ascontiguousarray(weights[:, 1:], dtype=np.float32),
+    )
+
+
+def _read(uri: str, storage_options: dict[str, Any] | None) -> bytes:
+    try:
+        with open_uri(uri, "rb", storage_options) as f:
+            return f.read()
+    except (OSError, ValueError, ImportError) as exc:
+        raise DataError(f"cannot read dataset {uri}: {exc}") from exc
+
+
+class BatchIterator:
+    """Infinite iterator of ``Batch`` over a JSONL dataset; epochs repeat, reshuffled per epoch.
+
+    Rows: with ``spec.packing`` the epoch's documents are concatenated and cut into windows of
+    ``seq_len + 1`` tokens (the incomplete tail is dropped); otherwise each document is one row,
+    truncated or padded. ``inputs = row[:-1]``, ``targets = row[1:]``; ``loss_mask`` is 0 where the
+    target is a bos, a prompt token or padding. A row whose completion was truncated away entirely
+    has an all-zero mask.
+
+    Position: ``state()`` is ``{"epoch", "cursor", "rows_per_epoch"}``: the next row to serve is row
+    ``cursor`` of epoch ``epoch``, whose rows are a pure function of (file, tokenizer, seq_len,
+    packing, shuffle, seed, epoch). ``restore(state)`` jumps there directly, so the batches after a
+    restore are exactly those the saved iterator would have produced next. Batches run across epoch
+    boundaries without gaps. ``rows_per_epoch`` guards against resuming with a different dataset or
+    shape (a mismatch is a ``DataError``).
+    """
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        tokenizer: Tokenizer,
+        *,
+        batch_size: int,
+        seq_len: int,
+        seed: int,
+        storage_options: dict[str, Any] | None = None,
+        base_dir: str | None = None,
+    ):
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
+        self.uri = resolve_uri(spec.uri, base_dir)
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.tokens_per_batch = batch_size * seq_len
+        self._seed = seed
+        self._packing = spec.packing
+        self._shuffle = spec.shuffle
+        self._pad_id = tokenizer.pad_id
+
+        data = _read(self.uri, storage_options)
+        self.checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+        records = parse_records(data, spec.format, self.uri)
+        self._tokens, self._weights, self._offsets = tokenize_documents(records, tokenizer)
+        self.num_documents = len(records)
+        self.num_tokens = int(self._tokens.size)
+        width = seq_len + 1
+        self.rows_per_epoch = self.num_tokens // width if self._packing else self.num_documents
+        if self.rows_per_epoch == 0:
+            raise DataError(
+                f"{self.uri}: {self.num_tokens} tokens in {self.num_documents} documents is fewer than "
+                f"one packed row of seqLen + 1 = {width} tokens; add data or lower training.seqLen"
+            )
+        self._epoch = 0
+        self._cursor = 0
+        self._cached_epoch = -1
+        self._rows, self._row_weights = self._epoch_rows(0)
+        if not self._row_weights[:, 1:].any():
+            raise DataError(
+                f"{self.uri}: no trainable tokens (every completion is truncated away at seqLen {seq_len})"
+            )
+
+    def _epoch_rows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if epoch != self._cached_epoch:
+            order = epoch_order(self.num_documents, self._seed, epoch, self._shuffle)
+            width = self.seq_len + 1
+            if self._packing:
+                rows = packed_rows(self._tokens, self._weights, self._offsets, order, width)
+            else:
+                rows = padded_rows(self._tokens, self._weights, self._offsets, order, width, self._pad_id)
+            self._rows, self._row_weights = rows
+            self._cached_epoch = epoch
+        return self._rows, self._row_weights
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        rows: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        needed = self.batch_size
+        while needed:
+            epoch_rows, epoch_weights = self._epoch_rows(self._epoch)
+            take = min(needed, self.rows_per_epoch - self._cursor)
+            rows.append(epoch_rows[self._cursor : self._cursor + take])
+            weights.append(epoch_weights[self._cursor : self._cursor + take])
+            needed -= take
+            self._cursor += take
+            if self._cursor == self.rows_per_epoch:
+                self._epoch, self._cursor = self._epoch + 1, 0
+        return _batch(np.concatenate(rows), np.concatenate(weights))
+
+    def state(self) -> dict[str, int]:
+        """The data position (JSON-serialisable); see the class docstring."""
+        return {"epoch": self._epoch, "cursor": self._cursor, "rows_per_epoch": self.rows_per_epoch}
+
+    def restore(self, state: dict[str, int]) -> None:
+        """Continue exactly where ``state()`` was taken (constant time, no replay)."""
+        try:
+            epoch, cursor = int(state["epoch"]), int(state["cursor"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid data state {state!r}: needs integer epoch and cursor") from exc
+        saved_rows = state.get("rows_per_epoch", self.rows_per_epoch)
+        if saved_rows != self.rows_per_epoch:
+            raise DataError(
+                f"cannot resume the data position: it was saved with {saved_rows} rows per epoch, "
+                f"{self.uri} now gives {self.rows_per_epoch} (dataset, tokenizer, seqLen or packing changed)"
+            )
+        if epoch < 0 or not 0 <= cursor < self.rows_per_epoch:
+            raise ValueError(f"invalid data state {state!r}: cursor must be in [0, {self.rows_per_epoch})")
+        self._epoch, self._cursor = epoch, cursor
+
+
+class SyntheticBatches:
+    """Benchmark data: uniform random tokens in ``[0, vocab_size)``, mask all ones.
+
+    Batch ``i`` is drawn from a generator seeded by ``(seed, i)``, so ``state()`` is ``{"step": i}``
+    and ``restore`` is exact and constant time.
+    """
+
+    def __init__(self, vocab_size: int, *, batch_size: int, seq_len: int, seed: int):
+        if vocab_size < 1 or batch_size < 1 or seq_len < 1:
+            raise ValueError("vocab_size, batch_size and seq_len must be positive")
+        self.vocab_size = vocab_size
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.tokens_per_batch = batch_size * seq_len
+        self._seed = seed
+        self._step = 0
+        self._mask = np.ones((batch_size, seq_len), dtype=np.float32)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        rng = np.random.default_rng([self._seed, self._step])
+        rows = rng.integers(0, self.vocab_size, size=(self.batch_size, self.seq_len + 1), dtype=np.int32)
+        self._step += 1
+        return Batch(
+            inputs=np.ascontiguousarray(rows[:, :-1]),
+            targets=np.ascontiguousarray(rows[:, 1:]),
+            loss_mask=self._mask.copy(),
+        )
+
+    def state(self) -> dict[str, int]:
+        return {"step": self._step}
+
+    def restore(self, state: dict[str, int]) -> None:
+        try:
+            step = int(state["step"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid synthetic data state {state!r}: needs an integer step") from exc
+        if step < 0:
+            raise ValueError(f"invalid synthetic data state {state!r}: step must be >= 0")
+        self._step = step

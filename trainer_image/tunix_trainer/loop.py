@@ -1,0 +1,376 @@
+"""The training loop: data -> jitted step -> metrics one step late -> checkpoints -> summary.
+
+Steps are 1-based: the record of step k is written after the k-th optimizer update, and a
+checkpoint at step k holds k updates plus the data position after k batches. The host never
+waits on the device for the step it just dispatched: it dispatches step k, then fetches the
+metrics of step k-1. It does wait before a checkpoint, so a state is saved only after its own
+loss and gradient norm were seen to be finite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import math
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from tunix_api.run import Mode
+from tunix_api.training import StorageSpec
+from tunix_trainer.artifacts import RunArtifacts, storage_options, summarize
+from tunix_trainer.checkpoint import Checkpointer
+from tunix_trainer.config import LoadedRun
+from tunix_trainer.data import BatchIterator
+from tunix_trainer.devices import make_mesh, select_devices
+from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError
+from tunix_trainer.model import ModelConfig, count_params, resolve_model_config
+from tunix_trainer.tokenizer import load_tokenizer
+from tunix_trainer.train_step import (
+    abstract_state,
+    check_batch_layout,
+    init_train_state,
+    make_train_step,
+    put_batch,
+)
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+_EMA = 0.9  # smoothing of the step time used for the ETA
+
+
+def train(
+    run: LoadedRun,
+    *,
+    artifacts_uri: str,
+    checkpoint_uri: str,
+    termination_log: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+    resume: str | None = None,
+) -> dict[str, Any]:
+    """Train ``run`` to ``spec.training.steps`` and return the summary (also written to summary.json).
+
+    ``resume`` overrides ``spec.checkpoint.resume``. Raises PreemptedError after saving a checkpoint
+    when ``stop_event`` is set (SIGTERM), DivergedError on a non-finite loss, ConfigError,
+    DeviceUnavailableError or DataError before training starts.
+    """
+    spec = run.spec
+    if spec.mode != Mode.TRAIN:
+        raise ConfigError(f"spec.mode: tunix-train runs Train mode, got {spec.mode.value} (use tunix-bench)")
+    assert spec.dataset is not None  # guaranteed by TunixRunSpec for Train mode
+    training = spec.training
+    devices = select_devices(spec.device.kind)
+    mesh = make_mesh(devices)
+    check_batch_layout(training, mesh)
+
+    tokenizer = load_tokenizer(
+        spec.dataset.tokenizer,
+        storage_options=options_for(spec.dataset.tokenizer.uri, spec.storage),
+        base_dir=run.base_dir,
+    )
+    data = BatchIterator(
+        spec.dataset,
+        tokenizer,
+        batch_size=training.batch_size,
+        seq_len=training.seq_len,
+        seed=training.seed,
+        storage_options=options_for(spec.dataset.uri, spec.storage),
+        base_dir=run.base_dir,
+    )
+    model_cfg = model_config(run, tokenizer.vocab_size)
+    train_state = init_train_state(model_cfg, training, mesh, training.seed)
+    step_fn = make_train_step(train_state.graphdef, training, mesh)
+
+    checkpointer = Checkpointer(
+        checkpoint_uri,
+        save_interval_steps=spec.checkpoint.save_interval_steps,
+        max_to_keep=spec.checkpoint.max_to_keep,
+        storage_options=options_for(checkpoint_uri, spec.storage),
+    )
+    try:
+        restored = checkpointer.restore(resume or spec.checkpoint.resume, abstract_state(train_state.state))
+        artifacts: RunArtifacts | _NoArtifacts = (
+            RunArtifacts(
+                artifacts_uri,
+                storage_options=options_for(artifacts_uri, spec.storage),
+                flush_every_steps=spec.metrics.flush_every_steps,
+                progress_interval_seconds=spec.metrics.progress_interval_seconds,
+                termination_log=termination_log,
+                log_every_steps=spec.metrics.log_every_steps,
+            )
+            if jax.process_index() == 0
+            else _NoArtifacts()
+        )
+        loop = _Loop(
+            run=run,
+            data=data,
+            step_fn=step_fn,
+            mesh=mesh,
+            checkpointer=checkpointer,
+            artifacts=artifacts,
+            on_progress=on_progress if jax.process_index() == 0 else None,
+            stop_event=stop_event or threading.Event(),
+        )
+        state = train_state.state
+        if restored is not None:
+            state = restored.state
+            loop.resume_from(restored.step, restored.meta)
+        provenance = make_provenance(run, devices, model_cfg, data.checksum)
+        summary = loop.run(state, provenance)
+    except BaseException:
+        _close_quietly(checkpointer)
+        raise
+    checkpointer.close()
+    return summary
+
+
+@dataclass
+class _Pending:
+    step: int
+    metrics: dict[str, jax.Array]
+
+
+class _Loop:
+    """The per-step work of ``train``; holds the loop's position and clocks."""
+
+    def __init__(
+        self,
+        *,
+        run: LoadedRun,
+        data: BatchIterator,
+        step_fn: Callable[..., Any],
+        mesh: jax.sharding.Mesh,
+        checkpointer: Checkpointer,
+        artifacts: RunArtifacts | _NoArtifacts,
+        on_progress: ProgressCallback | None,
+        stop_event: threading.Event,
+    ) -> None:
+        self.run_config = run
+        self.training = run.spec.training
+        self.log_every = run.spec.metrics.log_every_steps
+        self.data = data
+        self.step_fn = step_fn
+        self.mesh = mesh
+        self.checkpointer = checkpointer
+        self.artifacts = artifacts
+        self.on_progress = on_progress
+        self.stop_event = stop_event
+        self.start_step = 0
+        self.tokens_seen = 0
+        self.prior_wall = 0.0  # wall time of earlier attempts
+        self._t0 = time.monotonic()
+        self._last_fetch = self._t0
+        self._ema_step_time: float | None = None
+
+    def resume_from(self, step: int, meta: dict[str, Any]) -> None:
+        """Continue after checkpoint ``step`` (data position, token count and clock from its meta)."""
+        self.start_step = step
+        self.tokens_seen = int(meta.get("tokens_seen", 0))
+        self.prior_wall = float(meta.get("wall_time_seconds", 0.0))
+        if "data" in meta:
+            self.data.restore(meta["data"])
+        if meta.get("config_hash") not in (None, self.run_config.config_hash):
+            print(
+                f"tunix-train: resuming from step {step}, saved with a different config "
+                f"({meta.get('config_hash')}); continuing with the current one",
+                file=sys.stderr,
+            )
+
+    def run(self, state: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+        total = self.training.steps
+        self.artifacts.start(resume_step=self.start_step)
+        step, pending = self.start_step, None
+        try:
+            while step < total and not self._stop_requested():
+                device_batch = put_batch(next(self.data), self.mesh, self.training.grad_accum_steps)
+                state, metrics = self.step_fn(state, device_batch)
+                step += 1
+                if pending is not None:
+                    self._finish(pending)  # fetch step-1 while step runs
+                pending = _Pending(step, metrics)
+                if step < total and self.checkpointer.should_save(step):
+                    self._finish(pending)
+                    pending = None
+                    self._save(step, state)
+            if pending is not None:
+                self._finish(pending)
+            if step < total:  # stopped by SIGTERM
+                self._preempt(step, state)
+            if self.checkpointer.latest_saved != step:
+                self._save(step, state)
+            self.checkpointer.wait()
+        finally:
+            self.artifacts.close()
+        summary = summarize(
+            self.artifacts.read_metrics(), wall_time_seconds=self._wall(), provenance=provenance
+        )
+        self.artifacts.write_summary(summary)
+        return summary
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _finish(self, pending: _Pending) -> None:
+        """Fetch a step's metrics (the host's only sync), check them, log them."""
+        values = {name: float(value) for name, value in jax.device_get(pending.metrics).items()}
+        now = time.monotonic()
+        step_time, self._last_fetch = now - self._last_fetch, now
+        tokens = round(values["tokens"])
+        self.tokens_seen += tokens
+        if pending.step > self.start_step + 1:  # the attempt's first step includes compilation
+            self._ema_step_time = (
+                step_time
+                if self._ema_step_time is None
+                else _EMA * self._ema_step_time + (1 - _EMA) * step_time
+            )
+        record = make_record(
+            step=pending.step,
+            values=values,
+            tokens=tokens,
+            step_time=step_time,
+            wall_time=self._wall(),
+            now=dt.datetime.now(dt.UTC),
+        )
+        diverged = [name for name in ("loss", "grad_norm") if not math.isfinite(values[name])]
+        last = pending.step == self.training.steps
+        if diverged or last or pending.step % self.log_every == 0:
+            self.artifacts.log_step(record)
+        if diverged:
+            name = diverged[0].replace("_", " ")
+            raise DivergedError(f"{name} is {values[diverged[0]]} at step {pending.step}")
+        if last or pending.step % self.log_every == 0:
+            self._report(record)
+
+    def _report(self, record: dict[str, Any]) -> None:
+        total = self.training.steps
+        eta = None if self._ema_step_time is None else (total - record["step"]) * self._ema_step_time
+        self.artifacts.progress(
+            step=record["step"],
+            total_steps=total,
+            loss=record["loss"],
+            tokens_per_second=record["tokens_per_second"],
+            eta_seconds=eta,
+            force=record["step"] == total,
+        )
+        if self.on_progress is not None:
+            self.on_progress({**record, "total_steps": total, "eta_seconds": eta})
+
+    def _save(self, step: int, state: Any) -> None:
+        meta = {
+            "step": step,
+            "tokens_seen": self.tokens_seen,
+            "seed": self.training.seed,
+            "data": self.data.state(),
+            "config_hash": self.run_config.config_hash,
+            "wall_time_seconds": self._wall(),
+        }
+        self.checkpointer.save(step, state, meta)
+        self.artifacts.flush()  # metrics up to the checkpoint are durable with it
+
+    def _preempt(self, step: int, state: Any) -> None:
+        if step > self.start_step and self.checkpointer.latest_saved != step:
+            self._save(step, state)
+        self.checkpointer.wait()
+        self.artifacts.close()
+        raise PreemptedError(f"stopped by SIGTERM at step {step}; checkpoint saved", step=step)
+
+    def _stop_requested(self) -> bool:
+        requested = self.stop_event.is_set()
+        if jax.process_count() > 1:  # every process must stop (and save) at the same step
+            flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
+            requested = bool(np.any(flags))
+        return requested
+
+    def _wall(self) -> float:
+        return self.prior_wall + (time.monotonic() - self._t0)
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+def make_record(
+    *, step: int, values: dict[str, float], tokens: int, step_time: float, wall_time: float, now: dt.datetime
+) -> dict[str, Any]:
+    """One metrics.jsonl record."""
+    return {
+        "step": step,
+        "loss": values["loss"],
+        "learning_rate": values["learning_rate"],
+        "grad_norm": values["grad_norm"],
+        "tokens": tokens,
+        "tokens_per_second": tokens / step_time if step_time > 0 else None,
+        "step_time_seconds": step_time,
+        "wall_time_seconds": wall_time,
+        "timestamp": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+def make_provenance(
+    run: LoadedRun, devices: list[jax.Device], model_cfg: ModelConfig, dataset_checksum: str
+) -> dict[str, Any]:
+    """Where and with what this run was trained."""
+    return {
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "platform": devices[0].platform,
+        "process_count": jax.process_count(),
+        "jax_version": jax.__version__,
+        "flax_version": _version("flax"),
+        "optax_version": _version("optax"),
+        "orbax_version": _version("orbax-checkpoint"),
+        "config_hash": run.config_hash,
+        "dataset_checksum": dataset_checksum,
+        "parameters": count_params(model_cfg),
+    }
+
+
+def model_config(run: LoadedRun, tokenizer_vocab_size: int) -> ModelConfig:
+    training = run.spec.training
+    try:
+        return resolve_model_config(
+            run.spec.model,
+            tokenizer_vocab_size=tokenizer_vocab_size,
+            compute_dtype=training.compute_dtype.value,
+            param_dtype=training.param_dtype.value,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"spec.model: {exc}") from exc
+
+
+def options_for(uri: str | None, storage: StorageSpec) -> dict[str, Any]:
+    """fsspec options for ``uri``: the run's S3 endpoint/region apply to s3:// URIs only."""
+    if not uri:
+        return {}
+    return storage_options(storage.model_copy(update={"uri": uri}))
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _close_quietly(checkpointer: Checkpointer) -> None:
+    """Wait for pending saves on an error path without masking the error."""
+    try:
+        checkpointer.close()
+    except Exception as exc:
+        print(f"tunix-train: while stopping: {exc}", file=sys.stderr)
+
+
+class _NoArtifacts:
+    """Stands in for RunArtifacts on processes other than 0 (one process owns the artifacts)."""
+
+    def start(self, resume_step: int) -> None: ...
+    def log_step(self, record: dict) -> None: ...
+    def progress(self, **kwargs: Any) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def write_summary(self, summary: dict) -> None: ...
+
+    def read_metrics(self) -> list[dict]:
+        return []

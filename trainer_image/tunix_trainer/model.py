@@ -1,0 +1,164 @@
+"""Decoder-only transformer in Flax NNX (Llama-style).
+
+Token embedding -> ``n_layers`` pre-norm blocks (RMSNorm, causal grouped-query self-attention with
+rotary position embeddings, RMSNorm, SwiGLU MLP) -> final RMSNorm -> output head tied to the
+embedding. No biases. Parameters are stored in ``cfg.param_dtype`` and cast to ``cfg.dtype`` where
+they are used; normalisation statistics, rotary embeddings and the attention softmax are computed in
+float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tunix_trainer.presets import PRESETS, ModelConfig, pad_vocab, resolve_model_config
+
+__all__ = [
+    "PRESETS",
+    "ModelConfig",
+    "Transformer",
+    "count_params",
+    "flops_per_token",
+    "pad_vocab",
+    "resolve_model_config",
+]
+
+INIT_STD = 0.02
+
+
+def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> nnx.Param:
+    return nnx.Param(nnx.initializers.normal(std)(rngs.params(), shape, dtype))
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square normalisation with a learned scale, statistics in float32."""
+
+    def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of the rotary angles (float32, [1, T, 1, head_dim/2], broadcast over [B, T, N, H])."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate [B, T, N, H] by position (rotate-half convention), computed in float32."""
+    half = x.shape[-1] // 2
+    xf = x.astype(jnp.float32)
+    x1, x2 = xf[..., :half], xf[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Causal grouped-query self-attention with one fused q/k/v projection."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        heads = cfg.n_heads + 2 * cfg.n_kv_heads
+        out_std = INIT_STD / math.sqrt(2 * cfg.n_layers)
+        self.qkv = _normal(rngs, (cfg.d_model, heads, cfg.head_dim), INIT_STD, cfg.param_dtype)
+        self.out = _normal(rngs, (cfg.n_heads, cfg.head_dim, cfg.d_model), out_std, cfg.param_dtype)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        qkv = jnp.einsum("btd,dnh->btnh", x, self.qkv[...].astype(cfg.dtype))
+        q, k, v = jnp.split(qkv, [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], axis=2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        o = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cfg.attention_impl)
+        return jnp.einsum("btnh,nhd->btd", o, self.out[...].astype(cfg.dtype))
+
+
+class MLP(nnx.Module):
+    """SwiGLU: (silu(x W_gate) * x W_up) W_down, gate and up fused in one matmul."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        out_std = INIT_STD / math.sqrt(2 * cfg.n_layers)
+        self.gate_up = _normal(rngs, (cfg.d_model, 2, cfg.d_ff), INIT_STD, cfg.param_dtype)
+        self.down = _normal(rngs, (cfg.d_ff, cfg.d_model), out_std, cfg.param_dtype)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.cfg.dtype
+        h = jnp.einsum("btd,dkf->btkf", x, self.gate_up[...].astype(dtype))
+        return (jax.nn.silu(h[:, :, 0]) * h[:, :, 1]) @ self.down[...].astype(dtype)
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.attn_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+        self.mlp = MLP(cfg, rngs=rngs)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nnx.Module):
+    """The language model: int32 tokens [B, T] -> logits [B, T, vocab] in ``cfg.dtype``."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = _normal(rngs, (cfg.vocab_size, cfg.d_model), INIT_STD, cfg.param_dtype)
+        self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        cfg = self.cfg
+        embed = self.embed[...]
+        x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
+        cos, sin = rope_tables(tokens.shape[1], cfg.head_dim, cfg.rope_theta)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        x = self.final_norm(x)
+        return jnp.einsum("btd,vd->btv", x, embed.astype(cfg.dtype))
+
+
+def _matmul_params_per_layer(cfg: ModelConfig) -> int:
+    qkv = cfg.d_model * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
+    out = cfg.n_heads * cfg.head_dim * cfg.d_model
+    mlp = 3 * cfg.d_model * cfg.d_ff
+    return qkv + out + mlp
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Exact number of parameters of ``Transformer(cfg)``.
+
+    ``V*d`` (embedding, shared with the head) + ``L * (2d + d*(H + 2K)*h + H*h*d + 3*d*d_ff)`` + ``d``
+    (final norm), with h the head dimension and K the key/value heads.
+    """
+    per_layer = 2 * cfg.d_model + _matmul_params_per_layer(cfg)
+    return cfg.vocab_size * cfg.d_model + cfg.n_layers * per_layer + cfg.d_model
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs (forward + backward) per token, for MFU.
+
+    ``6 * N + 6 * L * T * H * h`` where ``N = L * (d*(H + 2K)*h + H*h*d + 3*d*d_ff) + V*d`` counts
+    the matmul parameters (the embedding lookup excluded, the tied output head included), T is
+    ``seq_len`` and H*h the attention width. The attention term is the PaLM/MaxText full-attention
+    value ``12 * L * T * H * h`` (QK^T and AV: 2 matmuls x 2 FLOPs x 3 for forward+backward) halved,
+    because the causal mask means each query attends to (T+1)/2 ~ T/2 keys on average. Norms,
+    rotary embeddings and softmax are not counted.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be positive, got {seq_len}")
+    n_matmul = cfg.n_layers * _matmul_params_per_layer(cfg) + cfg.vocab_size * cfg.d_model
+    attention = 6 * cfg.n_layers * seq_len * cfg.n_heads * cfg.head_dim
+    return float(6 * n_matmul + attention)
