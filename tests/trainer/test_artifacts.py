@@ -314,6 +314,17 @@ def test_summarize_hand_made_records() -> None:
     }
 
 
+def test_summarize_leaves_compile_steps_out_of_the_average_throughput() -> None:
+    records = [
+        {"step": 1, "loss": 5.0, "tokens": 100, "step_time_seconds": 9.0, "includes_compile": True},
+        {"step": 2, "loss": 4.0, "tokens": 100, "step_time_seconds": 0.5, "includes_compile": False},
+        {"step": 3, "loss": 3.0, "tokens": 100, "step_time_seconds": 0.5},
+    ]
+    summary = summarize(records, wall_time_seconds=10.0, provenance={})
+    assert summary["avg_tokens_per_second"] == 200 / 1.0
+    assert summary["total_tokens"] == 300  # compile steps still count towards the totals
+
+
 def test_summarize_without_step_times_uses_wall_time() -> None:
     summary = summarize([{"step": 1, "loss": 4.0, "tokens": 50}], wall_time_seconds=5.0, provenance={})
     assert summary["avg_tokens_per_second"] == 10.0

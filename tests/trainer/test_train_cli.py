@@ -24,6 +24,7 @@ def test_run_with_defaults_writes_artifacts_and_checkpoints(write_config, tmp_pa
     assert [r["step"] for r in read_jsonl(art / "metrics.jsonl")] == [1, 2, 3, 4]
     assert json.loads((art / "progress.json").read_text())["step"] == 4
     assert sorted(p.name for p in (art / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+    assert [r["includes_compile"] for r in read_jsonl(art / "metrics.jsonl")] == [True, False, False, False]
     record = read_jsonl(art / "metrics.jsonl")[-1]
     assert set(record) == {
         "step",
@@ -33,6 +34,7 @@ def test_run_with_defaults_writes_artifacts_and_checkpoints(write_config, tmp_pa
         "tokens",
         "tokens_per_second",
         "step_time_seconds",
+        "includes_compile",
         "wall_time_seconds",
         "timestamp",
     }

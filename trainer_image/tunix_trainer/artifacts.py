@@ -60,6 +60,7 @@ from tunix_api.artifacts import METRICS_FILE, PROGRESS_FILE, SUMMARY_FILE, TERMI
 from tunix_api.run import Progress
 from tunix_api.training import StorageSpec
 from tunix_trainer.status import provenance_strings, summary_to_status_summary
+from tunix_trainer.termination import write_termination_message
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,8 @@ def summarize(records: list[dict], *, wall_time_seconds: float, provenance: dict
       records (``logEverySteps`` > 1, or a gap) are taken to have the count of the
       record that ends the interval, so the total covers every step 1..total_steps.
     * ``avg_tokens_per_second``: tokens over step time summed across the records that
-      have both (compile and idle time excluded); ``total_tokens / wall_time_seconds``
-      when no record has a step time.
+      have both, leaving out the steps marked ``includes_compile`` (each attempt's first
+      step); ``total_tokens / wall_time_seconds`` when no record qualifies.
     """
     ordered = merge_records(records)
     losses = [(r["step"], _num(r, "loss")) for r in ordered]
@@ -173,7 +174,7 @@ def summarize(records: list[dict], *, wall_time_seconds: float, provenance: dict
         seconds = _num(record, "step_time_seconds")
         if tokens is not None:
             total_tokens += int(tokens) * max(int(record["step"]) - previous, 1)
-            if seconds is not None and seconds > 0:
+            if seconds is not None and seconds > 0 and not record.get("includes_compile"):
                 step_tokens += tokens
                 step_time += seconds
         previous = int(record["step"])
@@ -296,6 +297,12 @@ def _read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
         return fs.cat_file(path)
     except FileNotFoundError:
         return None
+
+
+def write_json(uri: str, document: dict, storage_options: dict | None = None) -> None:
+    """Replace the JSON object at ``uri`` whole (atomically on local disk, one PUT elsewhere)."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    _write_atomic(fs, path, (json.dumps(_finite(document), indent=2, allow_nan=False) + "\n").encode())
 
 
 def read_json(uri: str, storage_options: dict | None = None) -> dict | None:
@@ -493,9 +500,4 @@ class RunArtifacts:
         """Write summary.json, and the compact summary to the termination log if set."""
         doc = _finite(summary)
         _write_atomic(self.fs, self._path(SUMMARY_FILE), json.dumps(doc, indent=2, allow_nan=False).encode())
-        if self.termination_log:
-            try:
-                with open(self.termination_log, "w", encoding="ascii") as handle:
-                    handle.write(compact_summary(doc))
-            except OSError as exc:
-                log.warning("cannot write the termination message to %s: %s", self.termination_log, exc)
+        write_termination_message(self.termination_log, compact_summary(doc))

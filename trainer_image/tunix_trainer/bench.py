@@ -24,21 +24,19 @@ import json
 import os
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from tunix_api.artifacts import TERMINATION_LOG
-from tunix_api.exit_codes import ExitCode, exit_reason
+from tunix_api.artifacts import BENCHMARK_FILE, TERMINATION_LOG, join_uri
+from tunix_api.exit_codes import ExitCode
 from tunix_api.training import BenchmarkSpec
 from tunix_trainer.config import format_validation_error, load_run
-from tunix_trainer.data import DataError
-from tunix_trainer.errors import ConfigError, TrainerError
-from tunix_trainer.train import install_signal_handlers, write_termination_message
+from tunix_trainer.entry import default_termination_log, run_guarded, stop_event_for
+from tunix_trainer.errors import ConfigError
+from tunix_trainer.termination import write_termination_message
 
 PROG = "tunix-bench"
-_SIGINT_EXIT = 130
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -76,17 +74,17 @@ def resolve_settings(
 def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | None = None) -> int:
     """Run the benchmark; returns the exit code. ``stop_event`` replaces the signal handlers."""
     args = parse_args(argv)
-    termination_log = args.termination_log or (TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else None)
-    if stop_event is None:
-        stop_event = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            install_signal_handlers(stop_event)
-    try:
-        from tunix_trainer.benchmark.output import write_benchmark_json
-        from tunix_trainer.benchmark.output import write_termination_message as write_status
+    termination_log = default_termination_log(args.termination_log)
+    stop_event = stop_event_for(stop_event)
+
+    def body() -> int:
+        import jax
+
+        from tunix_trainer.artifacts import write_json
         from tunix_trainer.benchmark.report import format_table, termination_message
         from tunix_trainer.benchmark.session import run_benchmark  # imports JAX
         from tunix_trainer.devices import maybe_initialize_distributed
+        from tunix_trainer.loop import options_for
 
         maybe_initialize_distributed()
         run = load_run(args.config)
@@ -96,33 +94,14 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
         artifacts_uri = args.artifacts_uri or run.spec.storage.uri or os.path.join("artifacts", run.name)
         result = run_benchmark(run, settings, artifacts_uri=artifacts_uri, stop_event=stop_event)
         document = result.to_json()
-        import jax
-
         if jax.process_index() == 0:
-            from tunix_trainer.loop import options_for
+            target = join_uri(artifacts_uri, BENCHMARK_FILE)
+            write_json(target, document, options_for(artifacts_uri, run.spec.storage))
+        write_termination_message(termination_log, termination_message(result))
+        print(json.dumps(document, indent=2) if args.json else format_table(result))
+        return ExitCode.SUCCESS
 
-            write_benchmark_json(artifacts_uri, document, options_for(artifacts_uri, run.spec.storage))
-        write_status(termination_log, termination_message(result))
-    except TrainerError as exc:
-        return fail(exc.exit_code, exc.label, str(exc), termination_log)
-    except DataError as exc:
-        return fail(ExitCode.DATA_ERROR, "data error", str(exc), termination_log)
-    except KeyboardInterrupt:
-        return fail(_SIGINT_EXIT, "interrupted", "interrupted", termination_log)
-    except Exception as exc:
-        traceback.print_exc()
-        return fail(ExitCode.ERROR, "error", f"{type(exc).__name__}: {exc}", termination_log)
-    print(json.dumps(document, indent=2) if args.json else format_table(result))
-    return ExitCode.SUCCESS
-
-
-def fail(code: int, label: str, message: str, termination_log: str | None) -> int:
-    """Print one line to stderr, write the termination message, return ``code``."""
-    line = "; ".join(part.strip() for part in message.splitlines() if part.strip()) or label
-    print(f"{PROG}: {label}: {line}", file=sys.stderr)
-    if termination_log:
-        write_termination_message(termination_log, f"{exit_reason(code)}: {line}")
-    return int(code)
+    return run_guarded(PROG, termination_log, body)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from tunix_api.exit_codes import ExitCode
 from tunix_api.run import API_VERSION, KIND
 from tunix_api.training import RESUME_PATTERN
 from tunix_trainer.config import LoadedRun, load_run, parse_run
+from tunix_trainer.entry import INTERRUPTED, report_failure
 from tunix_trainer.errors import ConfigError, PreemptedError
 from tunix_trainer.plot import PlotUnavailable, plot_loss, require_matplotlib
 from tunix_trainer.status import status_from_summary
@@ -40,7 +41,6 @@ log = logging.getLogger("tunix_trainer.cli")
 PROG = "tunix-rt"
 CHECKPOINT_SUBDIR = "checkpoints"
 DEFAULT_ARTIFACTS_DIR = "artifacts"
-INTERRUPTED = 130  # 128 + SIGINT: aborted by a second Ctrl-C
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -109,23 +109,6 @@ def format_progress(
         f"[{'#' * filled}{'.' * (width - filled)}] {step}/{total}  loss {loss_text}  "
         f"{rate} tok/s  ETA {format_duration(eta_seconds)}"
     )
-
-
-def exit_code_of(exc: BaseException) -> ExitCode:
-    """The exit code for an error raised by the trainer (ERROR when it carries none)."""
-    from tunix_trainer.data import DataError  # NumPy: imported only once something failed
-
-    code = getattr(exc, "exit_code", None)
-    if isinstance(code, int) and code in ExitCode._value2member_map_:
-        return ExitCode(code)
-    return ExitCode.DATA_ERROR if isinstance(exc, DataError) else ExitCode.ERROR
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for an error: ``invalid config: spec.training.steps: ...; spec...``."""
-    label = getattr(exc, "label", None) or type(exc).__name__
-    message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return f"{PROG}: {label}: {message}" if message else f"{PROG}: {label}"
 
 
 # --------------------------------------------------------------------------- progress display
@@ -243,8 +226,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as exc:
         display.finish()
         log.debug("run failed", exc_info=True)
-        print(error_line(exc), file=sys.stderr)
-        return int(exit_code_of(exc))
+        return report_failure(PROG, exc, termination_log=None)
 
 
 def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDisplay) -> int:

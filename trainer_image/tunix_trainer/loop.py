@@ -24,7 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from tunix_api.run import Mode
-from tunix_api.training import StorageSpec
+from tunix_api.training import DatasetSpec, StorageSpec
 from tunix_trainer.artifacts import RunArtifacts, storage_options, summarize
 from tunix_trainer.checkpoint import Checkpointer
 from tunix_trainer.config import LoadedRun
@@ -32,7 +32,7 @@ from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError
 from tunix_trainer.model import ModelConfig, count_params, resolve_model_config
-from tunix_trainer.tokenizer import load_tokenizer
+from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
     abstract_state,
     check_batch_layout,
@@ -70,20 +70,8 @@ def train(
     mesh = make_mesh(devices)
     check_batch_layout(training, mesh)
 
-    tokenizer = load_tokenizer(
-        spec.dataset.tokenizer,
-        storage_options=options_for(spec.dataset.tokenizer.uri, spec.storage),
-        base_dir=run.base_dir,
-    )
-    data = BatchIterator(
-        spec.dataset,
-        tokenizer,
-        batch_size=training.batch_size,
-        seq_len=training.seq_len,
-        seed=training.seed,
-        storage_options=options_for(spec.dataset.uri, spec.storage),
-        base_dir=run.base_dir,
-    )
+    tokenizer = dataset_tokenizer(run, spec.dataset)
+    data = dataset_batches(run, spec.dataset, tokenizer)
     model_cfg = model_config(run, tokenizer.vocab_size)
     train_state = init_train_state(model_cfg, training, mesh, training.seed)
     step_fn = make_train_step(train_state.graphdef, training, mesh)
@@ -222,7 +210,8 @@ class _Loop:
         step_time, self._last_fetch = now - self._last_fetch, now
         tokens = round(values["tokens"])
         self.tokens_seen += tokens
-        if pending.step > self.start_step + 1:  # the attempt's first step includes compilation
+        includes_compile = pending.step == self.start_step + 1  # the attempt's first step
+        if not includes_compile:
             self._ema_step_time = (
                 step_time
                 if self._ema_step_time is None
@@ -235,6 +224,7 @@ class _Loop:
             step_time=step_time,
             wall_time=self._wall(),
             now=dt.datetime.now(dt.UTC),
+            includes_compile=includes_compile,
         )
         diverged = [name for name in ("loss", "grad_norm") if not math.isfinite(values[name])]
         last = pending.step == self.training.steps
@@ -292,9 +282,17 @@ class _Loop:
 
 # -- pure helpers ------------------------------------------------------------------------------
 def make_record(
-    *, step: int, values: dict[str, float], tokens: int, step_time: float, wall_time: float, now: dt.datetime
+    *,
+    step: int,
+    values: dict[str, float],
+    tokens: int,
+    step_time: float,
+    wall_time: float,
+    now: dt.datetime,
+    includes_compile: bool = False,
 ) -> dict[str, Any]:
-    """One metrics.jsonl record."""
+    """One metrics.jsonl record. ``includes_compile`` marks an attempt's first step, whose time
+    includes tracing and compilation (excluded from the summary's average throughput)."""
     return {
         "step": step,
         "loss": values["loss"],
@@ -303,6 +301,7 @@ def make_record(
         "tokens": tokens,
         "tokens_per_second": tokens / step_time if step_time > 0 else None,
         "step_time_seconds": step_time,
+        "includes_compile": includes_compile,
         "wall_time_seconds": wall_time,
         "timestamp": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
@@ -338,6 +337,29 @@ def model_config(run: LoadedRun, tokenizer_vocab_size: int) -> ModelConfig:
         )
     except ValueError as exc:
         raise ConfigError(f"spec.model: {exc}") from exc
+
+
+def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
+    """The dataset's tokenizer, its model file read through the run's storage settings."""
+    return load_tokenizer(
+        dataset.tokenizer,
+        storage_options=options_for(dataset.tokenizer.uri, run.spec.storage),
+        base_dir=run.base_dir,
+    )
+
+
+def dataset_batches(run: LoadedRun, dataset: DatasetSpec, tokenizer: Tokenizer) -> BatchIterator:
+    """The run's training batches (``spec.training`` sizes and seed) from ``dataset``."""
+    training = run.spec.training
+    return BatchIterator(
+        dataset,
+        tokenizer,
+        batch_size=training.batch_size,
+        seq_len=training.seq_len,
+        seed=training.seed,
+        storage_options=options_for(dataset.uri, run.spec.storage),
+        base_dir=run.base_dir,
+    )
 
 
 def options_for(uri: str | None, storage: StorageSpec) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from tunix_trainer.benchmark.output import is_local, local_path, upload_director
 from tunix_trainer.benchmark.report import BenchmarkResult, Workload
 from tunix_trainer.benchmark.runner import LoopPlan, run_loop
 from tunix_trainer.config import LoadedRun
-from tunix_trainer.data import BatchIterator, SyntheticBatches
+from tunix_trainer.data import SyntheticBatches
 from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, PreemptedError
-from tunix_trainer.loop import model_config, options_for
+from tunix_trainer.loop import dataset_batches, dataset_tokenizer, model_config, options_for
 from tunix_trainer.model import count_params, flops_per_token
-from tunix_trainer.tokenizer import ByteTokenizer, load_tokenizer
+from tunix_trainer.tokenizer import ByteTokenizer
 from tunix_trainer.train_step import check_batch_layout, init_train_state, make_train_step, put_batch
 
 PROFILE_DIR = "profile"
@@ -51,15 +51,7 @@ def run_benchmark(
     mesh = make_mesh(devices)
     check_batch_layout(training, mesh)
 
-    tokenizer = (
-        load_tokenizer(
-            spec.dataset.tokenizer,
-            storage_options=options_for(spec.dataset.tokenizer.uri, spec.storage),
-            base_dir=run.base_dir,
-        )
-        if spec.dataset is not None
-        else ByteTokenizer()
-    )
+    tokenizer = dataset_tokenizer(run, spec.dataset) if spec.dataset is not None else ByteTokenizer()
     model_cfg = model_config(run, tokenizer.vocab_size)
     batches: Iterator[Any]
     if settings.synthetic_data:
@@ -68,15 +60,7 @@ def run_benchmark(
         )
     else:
         assert spec.dataset is not None
-        batches = BatchIterator(
-            spec.dataset,
-            tokenizer,
-            batch_size=training.batch_size,
-            seq_len=training.seq_len,
-            seed=training.seed,
-            storage_options=options_for(spec.dataset.uri, spec.storage),
-            base_dir=run.base_dir,
-        )
+        batches = dataset_batches(run, spec.dataset, tokenizer)
 
     train_state = init_train_state(model_cfg, training, mesh, training.seed)
     step_fn = make_train_step(train_state.graphdef, training, mesh)
