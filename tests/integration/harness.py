@@ -19,6 +19,9 @@ from tunix_operator.settings import OperatorSettings
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "tunix.dev", "v1alpha1", "tunixruns"
+# The reconciler's kubernetes client sends this User-Agent, so the emulator's request log tells the
+# operator's own calls (this, and ``kopf/<version>``) from the test's client and the simulated kubelet.
+OPERATOR_USER_AGENT = "tunix-operator-test/1"
 
 
 def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings:
@@ -37,13 +40,19 @@ def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings
 
 
 class OperatorThread:
-    """``kopf.operator`` with the project's registry, in its own thread and event loop."""
+    """``kopf.operator`` with the project's registry, in its own thread and event loop.
+
+    Like ``tunix-operator``, it serves ``settings.watch_namespaces`` (empty: cluster-wide) and peers
+    unless ``settings.standalone``. ``api_client`` is the reconciler's client; its User-Agent is set
+    to :data:`OPERATOR_USER_AGENT`.
+    """
 
     def __init__(
         self, server: str, api_client: kubernetes.client.ApiClient, settings: OperatorSettings
     ) -> None:
         self.server = server
         self.settings = settings
+        api_client.user_agent = OPERATOR_USER_AGENT
         self.metrics = OperatorMetrics()
         self.reconciler = Reconciler(KubeClient(api_client), settings)
         self._stop = threading.Event()
@@ -60,8 +69,10 @@ class OperatorThread:
             asyncio.run(
                 kopf.operator(
                     registry=registry,
-                    standalone=True,
-                    clusterwide=True,
+                    standalone=self.settings.standalone,
+                    peering_name=self.settings.peering_name,
+                    clusterwide=not self.settings.watch_namespaces,
+                    namespaces=list(self.settings.watch_namespaces),
                     ready_flag=self._ready,
                     stop_flag=self._stop,
                 )

@@ -52,32 +52,34 @@ RBAC: every permission the operator has is written here, once.
 part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separately.
 */}}
 {{- define "tunix-operator.rules" -}}
-# The TunixRun resources: watched, annotated and given finalizers by kopf.
+# The TunixRun resources: watched by kopf, which patches in its finalizer and annotations;
+# the operator reads one run at each reconcile.
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns/finalizers"]
   verbs: ["update"]
-# One Job per attempt (deleted to suspend or retry); its pods are read for exit codes.
+# One Job per attempt (deleted to suspend, retry or after the TTL); its pods are read for exit codes.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# The run's config (patched when the spec changes between attempts).
+  verbs: ["list", "watch"]
+# The run's config (patched when it exists already: the spec may have changed between attempts).
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# The multi-host coordinator (headless Service) and the checkpoint PVC.
+  verbs: ["create", "patch"]
+# The multi-host coordinator (headless Service) and the checkpoint PVC; both go with the run
+# through ownerReferences (garbage collection), so the operator never deletes them.
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["create"]
 # Object-storage credentials named by spec.storage.credentialsSecret (read only).
 - apiGroups: [""]
   resources: ["secrets"]
@@ -85,29 +87,29 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
 # Events about runs (kopf posts core/v1 events).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-{{- if include "tunix-operator.peering" . }}
-# kopf peering (replicas > 1): one active operator per namespace.
+  verbs: ["create"]
+{{- if and (include "tunix-operator.peering" .) .Values.watchNamespaces }}
+# kopf peering (replicas > 1) per watched namespace: one active operator per namespace.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- end }}
 
-{{/* kopf's cluster-scoped needs: discovering CRDs and namespaces (read only). */}}
+{{/* kopf's cluster-scoped needs: discovering CRDs, and namespaces when it watches only some (read only). */}}
 {{- define "tunix-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- if and (include "tunix-operator.peering" .) (not .Values.watchNamespaces) }}
+# kopf peering (replicas > 1) of a cluster-wide operator.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
 {{- end }}
