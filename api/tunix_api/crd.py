@@ -93,6 +93,23 @@ PRINTER_COLUMNS: list[PrinterColumn] = [
     PrinterColumn("Preset", ".spec.model.preset", priority=1),
     PrinterColumn("Final Loss", ".status.summary.finalLoss", "number", priority=1),
     PrinterColumn("Message", ".status.message", priority=1),
+    PrinterColumn(
+        "MFU", ".status.benchmark.mfu", "number", priority=1, description="Benchmark model FLOPs utilisation."
+    ),
+    PrinterColumn(
+        "Bench Tok/s",
+        ".status.benchmark.tokensPerSecond",
+        "number",
+        priority=1,
+        description="Benchmark steady-state throughput.",
+    ),
+    PrinterColumn(
+        "Step p50 ms",
+        ".status.benchmark.stepTimeP50Ms",
+        "number",
+        priority=1,
+        description="Benchmark median step time.",
+    ),
 ]
 
 

@@ -69,6 +69,11 @@ def artifacts_uri(run: TunixRun, settings: OperatorSettings) -> str:
     return artifacts.join_uri(settings.artifacts_base_uri, f"{run.metadata.namespace}/{run.metadata.name}")
 
 
+def credentials_secret(run: TunixRun, settings: OperatorSettings) -> str | None:
+    """The Secret whose keys give the trainer (and the operator's reads) object-storage credentials."""
+    return run.spec.storage.credentials_secret or settings.default_storage_secret
+
+
 def checkpoint_uri(run: TunixRun) -> str:
     """The trainer's ``--checkpoint-uri``: object storage if given, else the mounted volume."""
     return run.spec.checkpoint.uri or artifacts.CHECKPOINT_MOUNT_DIR
@@ -255,8 +260,8 @@ def build_job(run: TunixRun, ref: RunRef, settings: OperatorSettings, attempt: i
     }
     if spec.image_pull_policy:
         container["imagePullPolicy"] = spec.image_pull_policy
-    if spec.storage.credentials_secret:
-        container["envFrom"] = [{"secretRef": {"name": spec.storage.credentials_secret}}]
+    if secret := credentials_secret(run, settings):
+        container["envFrom"] = [{"secretRef": {"name": secret}}]
     resources = _resources(run)
     if resources:
         container["resources"] = resources

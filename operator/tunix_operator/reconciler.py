@@ -13,9 +13,17 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from tunix_api.run import Mode, TunixRun
 from tunix_operator import state
 from tunix_operator.kube import KubeClient
-from tunix_operator.manifests import RunRef, artifacts_uri, build_children, job_name, run_selector
+from tunix_operator.manifests import (
+    RunRef,
+    artifacts_uri,
+    build_children,
+    credentials_secret,
+    job_name,
+    run_selector,
+)
 from tunix_operator.settings import OperatorSettings
 from tunix_operator.storage import ArtifactReader
 
@@ -81,24 +89,23 @@ class Reconciler:
         if status.attempt is not None:
             job = self.kube.get_job(namespace, job_name(name, status.attempt))
         pods = self.kube.list_pods(namespace, run_selector(name))
-        want_progress, want_summary = state.reads_needed(body, job, pods)
-        progress = summary = None
-        if want_progress or want_summary:
-            reader = self._reader(namespace, body)
-            if reader is not None:
-                progress = reader.progress() if want_progress else None
-                summary = reader.summary() if want_summary else None
-        return state.Observed(job=job, pods=pods, progress=progress, summary=summary)
-
-    def _reader(self, namespace: str, body: dict[str, Any]) -> ArtifactReader | None:
+        want_progress, want_result = state.reads_needed(body, job, pods)
         run, _ = state.parse_run(body)
-        if run is None:
-            return None
-        storage = run.spec.storage
-        credentials = None
-        if storage.credentials_secret:
-            credentials = self.kube.read_secret(namespace, storage.credentials_secret)
-        return ArtifactReader(artifacts_uri(run, self.settings), storage, credentials)
+        if run is None or not (want_progress or want_result):
+            return state.Observed(job=job, pods=pods)
+        reader = self._reader(namespace, run)
+        progress = reader.progress() if want_progress else None
+        summary = benchmark = None
+        if want_result and run.spec.mode == Mode.BENCHMARK:
+            benchmark = reader.benchmark()
+        elif want_result:
+            summary = reader.summary()
+        return state.Observed(job=job, pods=pods, progress=progress, summary=summary, benchmark=benchmark)
+
+    def _reader(self, namespace: str, run: TunixRun) -> ArtifactReader:
+        secret = credentials_secret(run, self.settings)
+        credentials = self.kube.read_secret(namespace, secret) if secret else None
+        return ArtifactReader(artifacts_uri(run, self.settings), run.spec.storage, credentials)
 
     # ---- writing -------------------------------------------------------------------------------
 

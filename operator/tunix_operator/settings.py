@@ -21,6 +21,11 @@ class OperatorSettings(BaseModel):
         min_length=1,
         description="Artifacts go to <base>/<namespace>/<name> unless spec.storage.uri is set.",
     )
+    default_storage_secret: str | None = Field(
+        None,
+        min_length=1,
+        description="Secret with object-storage credentials for runs without spec.storage.credentialsSecret.",
+    )
     watch_namespaces: tuple[str, ...] = Field((), description="Empty: all namespaces.")
     progress_interval_seconds: float = Field(10.0, gt=0, description="How often a running run is re-read.")
     resync_interval_seconds: float = Field(60.0, gt=0, description="Upper bound between two reconciles.")

@@ -31,12 +31,23 @@ from tunix_operator import conditions as cond
 from tunix_operator.manifests import MAX_RUN_NAME_LENGTH, artifacts_uri, job_name, pvc_name
 from tunix_operator.observe import AttemptState, Outcome, assess, job_active, pod_view
 from tunix_operator.settings import OperatorSettings
-from tunix_operator.trainer_output import parse_progress, parse_summary, parse_termination_message, truncate
+from tunix_operator.trainer_output import (
+    describe_message,
+    parse_benchmark_document,
+    parse_benchmark_message,
+    parse_progress,
+    parse_summary,
+    parse_termination_message,
+    truncate,
+)
 
 # Failure reasons where the operator (not the trainer) ends the run: the Job is deleted so that
 # its pods stop. When the trainer fails, the Job controller (backoffLimit 0) stops the other pods
 # and the Job is kept for `kubectl logs` until ttlSecondsAfterFinished.
 OPERATOR_STOPPED = frozenset({"DeadlineExceeded", "InvalidSpec", "OperatorError", "CreateFailed"})
+# A Benchmark-mode attempt exited 0 but neither its termination message nor benchmark.json held
+# a result: a benchmark without numbers is no success, and rerunning the same image would not help.
+NO_BENCHMARK_RESULT = "NoBenchmarkResult"
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class Observed:
     pods: Sequence[Mapping[str, Any]] = ()  # every pod labelled with the run
     progress: Mapping[str, Any] | None = None  # <artifacts>/progress.json
     summary: Mapping[str, Any] | None = None  # <artifacts>/summary.json (only when needed)
+    benchmark: Mapping[str, Any] | None = None  # <artifacts>/benchmark.json (Benchmark mode, when needed)
 
 
 @dataclass
@@ -140,17 +152,24 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
 def reads_needed(
     body: Mapping[str, Any], job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]
 ) -> tuple[bool, bool]:
-    """(read progress.json?, read summary.json?) for this observation: I/O only when useful."""
+    """(read progress.json?, read the result file?) for this observation: I/O only when useful.
+
+    The result file is summary.json, or benchmark.json in Benchmark mode; it is read only when
+    the termination message holds no result. Benchmarks write no progress.json.
+    """
     status = parse_status(body.get("status"))
     if status.phase in TERMINAL_PHASES or job is None or status.attempt is None:
         return False, False
     run, _ = parse_run(body)
     if run is None:
         return False, False
+    benchmark = run.spec.mode == Mode.BENCHMARK
     state = assess(job, [pod_view(p) for p in pods], status.attempt, run.spec.accelerator.hosts)
     if state.outcome == Outcome.RUNNING:
-        return True, False
+        return not benchmark, False
     if state.outcome == Outcome.SUCCEEDED:
+        if benchmark:
+            return False, parse_benchmark_message(state.termination_message) is None
         return False, parse_termination_message(state.termination_message)[0] is None
     return False, False
 
@@ -206,6 +225,10 @@ class _Reconcile:
     @property
     def attempt(self) -> int:
         return self.new.attempt or 0
+
+    @property
+    def benchmark(self) -> bool:
+        return self.run is not None and self.spec.mode == Mode.BENCHMARK
 
     # ---- the machine -----------------------------------------------------------------------
 
@@ -286,7 +309,7 @@ class _Reconcile:
         self._event("Normal", reason, f"created Job {job_name(self.name, attempt)} (attempt {attempt})")
 
     def _checkpoint_status(self, current: CheckpointStatus | None) -> CheckpointStatus | None:
-        if self.spec.mode == Mode.BENCHMARK:
+        if self.benchmark:
             return current
         volume = self.spec.checkpoint.volume
         uri = self.spec.checkpoint.uri
@@ -321,8 +344,9 @@ class _Reconcile:
         self.new.phase = Phase.RUNNING
         self.new.message = f"attempt {self.attempt} running"
         self._condition(cond.RUNNING, True, "PodsRunning", f"{state.running}/{hosts} pod(s) running")
-        self._merge_progress()
-        self._requeue(self.settings.progress_interval_seconds)
+        if not self.benchmark:  # tunix-bench writes no progress.json
+            self._merge_progress()
+            self._requeue(self.settings.progress_interval_seconds)
 
     def _merge_progress(self) -> None:
         progress = parse_progress(self.observed.progress, not_before=self.created)
@@ -340,11 +364,12 @@ class _Reconcile:
         self.new.message = self._text(state.message)
 
     def _succeeded(self, state: AttemptState) -> None:
+        if self.benchmark:
+            self._benchmark_succeeded(state)
+            return
         summary, provenance = parse_termination_message(state.termination_message)
         if summary is None:
             summary, provenance = parse_summary(self.observed.summary)
-        self.new.phase = Phase.SUCCEEDED
-        self.new.completion_time = cond.format_time(self.now)
         self.new.summary = summary
         if provenance:
             self.new.provenance = provenance
@@ -368,10 +393,38 @@ class _Reconcile:
             if summary and summary.final_loss is not None
             else ""
         )
-        self.new.message = f"attempt {self.attempt} completed{detail}"
-        self._condition(cond.SUCCEEDED, True, "Completed", self.new.message)
+        self._complete(f"attempt {self.attempt} completed{detail}")
+
+    def _benchmark_succeeded(self, state: AttemptState) -> None:
+        """status.benchmark from the termination message, else benchmark.json; Failed without either."""
+        result = parse_benchmark_message(state.termination_message)
+        if result is None:
+            result = parse_benchmark_document(self.observed.benchmark)
+        if result is None:
+            assert self.run is not None
+            where = artifacts.join_uri(artifacts_uri(self.run, self.settings), artifacts.BENCHMARK_FILE)
+            self._fail(
+                NO_BENCHMARK_RESULT,
+                f"attempt {self.attempt} exited 0 but reported no benchmark result: "
+                f"{describe_message(state.termination_message)}, and {where} is missing or unreadable",
+            )
+            return
+        self.new.benchmark = result
+        parts = [
+            f"MFU {result.mfu:.2%}" if result.mfu is not None else None,
+            f"{result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second is not None else None,
+            f"step p50 {result.step_time_p50_ms:.4g} ms" if result.step_time_p50_ms is not None else None,
+        ]
+        detail = ", ".join(p for p in parts if p)
+        self._complete(f"attempt {self.attempt} completed" + (f": {detail}" if detail else ""))
+
+    def _complete(self, message: str) -> None:
+        self.new.phase = Phase.SUCCEEDED
+        self.new.completion_time = cond.format_time(self.now)
+        self.new.message = message
+        self._condition(cond.SUCCEEDED, True, "Completed", message)
         self._condition(cond.RUNNING, False, "Completed")
-        self._event("Normal", "Succeeded", self.new.message)
+        self._event("Normal", "Succeeded", message)
         self._schedule_ttl()
 
     def _failed_attempt(self, state: AttemptState) -> None:
@@ -389,7 +442,8 @@ class _Reconcile:
                 )
                 return
             self.new.preemptions = used + 1
-            self._event("Warning", "Preempted", f"{what}; resuming from the latest checkpoint")
+            then = "rerunning the benchmark" if self.benchmark else "resuming from the latest checkpoint"
+            self._event("Warning", "Preempted", f"{what}; {then}")
             self._schedule_restart("Preempted", what)
         else:
             used = self.old.restarts or 0
@@ -417,7 +471,10 @@ class _Reconcile:
         if job is not None and not (job.get("metadata") or {}).get("deletionTimestamp"):
             self.actions.append(DeleteJob(job_name(self.name, self.attempt), "Suspended"))
         if self.old.phase != Phase.SUSPENDED:
-            self._event("Normal", "Suspended", "spec.suspend is true: pods stop after saving a checkpoint")
+            then = (
+                "resuming reruns the benchmark" if self.benchmark else "pods stop after saving a checkpoint"
+            )
+            self._event("Normal", "Suspended", f"spec.suspend is true: {then}")
         self.new.phase = Phase.SUSPENDED
         self.new.message = "suspended"
         self._condition(cond.SUSPENDED, True, "Suspended", "spec.suspend is true")

@@ -25,7 +25,7 @@ S3_CREDENTIAL_KEYS = {
     "AWS_SECRET_ACCESS_KEY": "secret",
     "AWS_SESSION_TOKEN": "token",
 }
-MAX_JSON_BYTES = 1 << 20  # progress/summary files are tiny; refuse anything large
+MAX_JSON_BYTES = 1 << 20  # progress/summary/benchmark files are tiny; refuse anything large
 
 
 def storage_options(uri: str, storage: StorageSpec, credentials: Mapping[str, str] | None) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def read_json(uri: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 class ArtifactReader:
-    """Reads progress.json and summary.json of one run's artifact directory."""
+    """Reads progress.json, summary.json and benchmark.json of one run's artifact directory."""
 
     def __init__(self, base_uri: str, storage: StorageSpec, credentials: Mapping[str, str] | None) -> None:
         self._base = base_uri
@@ -75,3 +75,6 @@ class ArtifactReader:
 
     def summary(self) -> dict[str, Any] | None:
         return read_json(artifacts.join_uri(self._base, artifacts.SUMMARY_FILE), self._options)
+
+    def benchmark(self) -> dict[str, Any] | None:
+        return read_json(artifacts.join_uri(self._base, artifacts.BENCHMARK_FILE), self._options)

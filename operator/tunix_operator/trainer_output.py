@@ -1,16 +1,21 @@
-"""Pure parsing of what the trainer reports: termination message, progress.json, summary.json."""
+"""Pure parsing of what the trainer reports: termination message, progress.json, summary.json,
+and (Benchmark mode) the benchmark termination message and benchmark.json."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from tunix_api.run import Progress, Summary
+from tunix_api.run import BenchmarkStatus, Progress, Summary
 from tunix_operator.conditions import parse_time
+
+# The "kind" of tunix-bench's termination message and of benchmark.json.
+BENCHMARK_KIND = "benchmark"
 
 
 def _json_object(text: str | None) -> dict[str, Any] | None:
@@ -41,6 +46,66 @@ def parse_summary(data: Mapping[str, Any] | None) -> tuple[Summary | None, dict[
 def parse_termination_message(text: str | None) -> tuple[Summary | None, dict[str, str] | None]:
     """The trainer's compact JSON summary from a termination message (None when it is a log tail)."""
     return parse_summary(_json_object(text))
+
+
+def _benchmark_status(values: Mapping[str, Any]) -> BenchmarkStatus | None:
+    """A BenchmarkStatus from camelCase values; non-finite numbers dropped; None if empty or invalid."""
+    finite = {k: v for k, v in values.items() if not (isinstance(v, float) and not math.isfinite(v))}
+    try:
+        status = BenchmarkStatus.model_validate(finite)
+    except ValidationError:
+        return None
+    return None if status == BenchmarkStatus() else status
+
+
+def parse_benchmark_message(text: str | None) -> BenchmarkStatus | None:
+    """status.benchmark from tunix-bench's termination message (compact JSON, ``"kind": "benchmark"``).
+
+    None when the message is not a benchmark result (empty, a log tail, a training summary) or
+    when its values do not fit ``BenchmarkStatus``.
+    """
+    data = _json_object(text)
+    if data is None or data.get("kind") != BENCHMARK_KIND:
+        return None
+    return _benchmark_status({k: v for k, v in data.items() if k != "kind"})
+
+
+def parse_benchmark_document(data: Mapping[str, Any] | None) -> BenchmarkStatus | None:
+    """status.benchmark from the ``benchmark.json`` document (nested ``stepTime``); None if unusable."""
+    if not data or data.get("kind") != BENCHMARK_KIND:
+        return None
+    step_time = data.get("stepTime")
+    step_time = step_time if isinstance(step_time, Mapping) else {}
+    return _benchmark_status(
+        {
+            "compileSeconds": data.get("compileSeconds"),
+            "stepTimeP50Ms": step_time.get("p50Ms"),
+            "stepTimeP90Ms": step_time.get("p90Ms"),
+            "stepTimeP99Ms": step_time.get("p99Ms"),
+            "stepsPerSecond": data.get("stepsPerSecond"),
+            "tokensPerSecond": data.get("tokensPerSecond"),
+            "tokensPerSecondPerDevice": data.get("tokensPerSecondPerDevice"),
+            "mfu": data.get("mfu"),
+            "peakMemoryBytes": data.get("peakMemoryBytes"),
+        }
+    )
+
+
+def describe_message(text: str | None, limit: int = 120) -> str:
+    """Why a termination message is not a benchmark result, for status.message."""
+    if not text or not text.strip():
+        return "no termination message"
+    data = _json_object(text)
+    if data is None:
+        return f"the termination message is not a JSON object: {truncate(text, limit)!r}"
+    kind = data.get("kind")
+    if kind == BENCHMARK_KIND:
+        return "the termination message has invalid benchmark values"
+    if kind is not None:
+        return f"the termination message is not a benchmark result (kind {kind!r})"
+    if parse_summary(data)[0] is not None:
+        return "the termination message is a training summary, not a benchmark result"
+    return "the termination message is not a benchmark result (no kind)"
 
 
 def step_of_total(step: int | None, total: int | None) -> str | None:

@@ -158,6 +158,9 @@ def test_printer_columns(crd: dict, schema: dict) -> None:
         "Preset",
         "Final Loss",
         "Message",
+        "MFU",
+        "Bench Tok/s",
+        "Step p50 ms",
     }
     type_of = {"string": "string", "number": "number", "integer": "integer"}
     for column in columns.values():
@@ -170,9 +173,10 @@ def test_printer_columns(crd: dict, schema: dict) -> None:
 
 
 def test_printer_columns_are_extensible_and_checked() -> None:
-    extra = PrinterColumn("MFU", ".status.benchmark.mfu", "number", priority=1)
+    extra = PrinterColumn("Compile s", ".status.benchmark.compileSeconds", "number", priority=1)
     crd = build_crd([*PRINTER_COLUMNS, extra])
-    assert crd["spec"]["versions"][0]["additionalPrinterColumns"][-1]["jsonPath"] == ".status.benchmark.mfu"
+    last = crd["spec"]["versions"][0]["additionalPrinterColumns"][-1]
+    assert last["jsonPath"] == ".status.benchmark.compileSeconds"
     with pytest.raises(SchemaConversionError, match="no field"):
         build_crd([PrinterColumn("Typo", ".status.progres.loss")])
 

@@ -196,6 +196,11 @@ def test_operator_parses_the_rendered_settings(config: str, monkeypatch: pytest.
         assert settings.default_image == trainer["image"]
     if "artifactsBaseUri" in trainer:
         assert settings.artifacts_base_uri == trainer["artifactsBaseUri"]
+    if "storageSecret" in trainer:
+        assert settings.default_storage_secret == trainer["storageSecret"]
+    # every TUNIX_* variable the chart sets is a setting the operator reads (no silent no-ops)
+    known = {"TUNIX_" + name.upper() for name in type(settings).model_fields}
+    assert {n for n in _env(objects) if n.startswith("TUNIX_")} <= known
 
 
 def test_custom_image() -> None:

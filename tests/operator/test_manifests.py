@@ -193,3 +193,13 @@ def test_benchmark_mode_runs_tunix_bench_without_checkpoints() -> None:
     c = container(job)
     assert c["command"][:3] == ["tunix-bench", "--config", "/etc/tunix/run.yaml"]
     assert all(m["name"] != "checkpoints" for m in c["volumeMounts"])
+
+
+def test_default_storage_secret_applies_only_when_the_run_names_none() -> None:
+    settings = SETTINGS.model_copy(update={"default_storage_secret": "team-s3"})
+    assert container(build_job(make_run(), REF, settings, attempt=0))["envFrom"] == [
+        {"secretRef": {"name": "team-s3"}}
+    ]
+    own = build_job(make_run(**VARIANTS["everything"]), REF, settings, attempt=0)
+    assert container(own)["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "envFrom" not in container(build_job(make_run(), REF, SETTINGS, attempt=0))

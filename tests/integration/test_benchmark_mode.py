@@ -1,0 +1,95 @@
+"""Benchmark mode through the real operator on the emulated API server and simulated kubelet."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import kubernetes
+import pytest
+import yaml
+
+from tests.integration.harness import OperatorThread, run_manifest, wait_for
+from tests.integration.test_operator import NS, Api, k8s, phase_is, pod_of  # noqa: F401  (fixture)
+from tests.kubeemu import SimulatedKubelet
+from tests.kubeemu.fixtures import CRDS_DIR, kubectl
+from tests.operator.test_benchmark_mode import bench_result
+from tunix_trainer.benchmark.report import termination_message
+
+WIDE_BENCHMARK_COLUMNS = ["MFU", "Bench Tok/s", "Step p50 ms"]
+
+
+def wide_columns() -> dict[str, str]:
+    """name -> jsonPath of the ``-o wide`` (priority 1) printer columns of the checked-in CRD."""
+    crd = yaml.safe_load((CRDS_DIR / "tunixrun.yaml").read_text())
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    return {c["name"]: c["jsonPath"] for c in columns if c.get("priority") == 1}
+
+
+def bench_manifest(name: str) -> dict:
+    manifest = run_manifest(
+        name,
+        mode="Benchmark",
+        benchmark={"warmupSteps": 2, "measureSteps": 4},
+        checkpoint={"volume": {"size": "1Gi", "reclaimPolicy": "Delete"}},  # ignored in Benchmark mode
+    )
+    del manifest["spec"]["dataset"]
+    return manifest
+
+
+def test_benchmark_run_reports_status_benchmark(
+    operator: OperatorThread,
+    kubelet: SimulatedKubelet,
+    k8s: Api,  # noqa: F811
+    kubeconfig: pathlib.Path,
+) -> None:
+    k8s.create_run(bench_manifest("bench"))
+    wait_for(lambda: k8s.jobs("bench") == ["bench-0"], what="job bench-0")
+    job = k8s.job("bench-0")
+    pod_spec = job["spec"]["template"]["spec"]
+    command = pod_spec["containers"][0]["command"]
+    assert command[:3] == ["tunix-bench", "--config", "/etc/tunix/run.yaml"]
+    assert command[3] == "--artifacts-uri" and command[4].endswith("/default/bench")
+    assert "--resume" not in command and "--checkpoint-uri" not in command
+    assert [v["name"] for v in pod_spec["volumes"]] == ["config"]
+    with pytest.raises(kubernetes.client.ApiException) as missing:
+        k8s.core.read_namespaced_persistent_volume_claim("bench-checkpoints", NS)
+    assert missing.value.status == 404
+
+    pod = pod_of(kubelet, "bench", 0)
+    wait_for(phase_is(k8s, "bench", "Running"), what="Running")
+    result = bench_result()
+    kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=termination_message(result))
+    wait_for(phase_is(k8s, "bench", "Succeeded"), what="Succeeded")
+    status = k8s.status("bench")
+    assert status["benchmark"]["mfu"] == pytest.approx(result.mfu, abs=1e-4)
+    assert status["benchmark"]["tokensPerSecond"] == pytest.approx(result.tokens_per_second)
+    assert status["benchmark"]["stepTimeP50Ms"] == pytest.approx(107.5)
+    for absent in ("summary", "progress", "checkpoint"):
+        assert absent not in status, absent
+    assert ("Normal", "Succeeded") in wait_for(lambda: k8s.events("bench"), what="events")
+
+    # The CRD's -o wide columns read these fields (kubectl evaluates the same JSONPath client-side).
+    wide = wide_columns()
+    spec = ",".join(f"{name.replace(' ', '_')}:{wide[name]}" for name in WIDE_BENCHMARK_COLUMNS)
+    out = kubectl(kubeconfig, "get", "trun", "bench", "-n", NS, "-o", f"custom-columns={spec}").stdout
+    header, row = out.strip().splitlines()
+    assert header.split() == ["MFU", "Bench_Tok/s", "Step_p50_ms"]
+    values = [float(v) for v in row.split()]
+    assert values == pytest.approx(
+        [status["benchmark"]["mfu"], status["benchmark"]["tokensPerSecond"], 107.5]
+    )
+
+
+def test_benchmark_without_a_result_fails_with_a_message(
+    operator: OperatorThread,
+    kubelet: SimulatedKubelet,
+    k8s: Api,  # noqa: F811
+) -> None:
+    k8s.create_run(bench_manifest("nores"))
+    pod = pod_of(kubelet, "nores", 0)
+    kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps({"finalLoss": 1.0}))
+    wait_for(phase_is(k8s, "nores", "Failed"), what="Failed")
+    status = k8s.status("nores")
+    assert "training summary, not a benchmark result" in status["message"]
+    assert status["restarts"] == 0 and k8s.jobs("nores") == ["nores-0"]
