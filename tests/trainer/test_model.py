@@ -241,3 +241,25 @@ def test_parse_dtype_accepts_the_contract_enum():
     assert parse_dtype(Dtype.BFLOAT16) == jnp.bfloat16
     assert parse_dtype("float32") == jnp.float32
     assert parse_dtype(jnp.float16) == jnp.float16
+
+
+# --- attention kernel choice ----------------------------------------------------------------------
+
+
+def test_attention_kernel_stays_xla_off_gpu_and_keeps_explicit_choices():
+    from tunix_trainer.model import choose_attention_impl
+
+    cfg = tiny()
+    assert choose_attention_impl(cfg, "cpu") is cfg
+    assert choose_attention_impl(tiny("float32"), "gpu").attention_impl == "xla"  # cuDNN needs 16-bit
+    explicit = dataclasses.replace(cfg, attention_impl="cudnn")
+    assert choose_attention_impl(explicit, "gpu") is explicit
+
+
+def test_attention_kernel_falls_back_to_xla_when_cudnn_refuses(caplog):
+    from tunix_trainer.model import choose_attention_impl
+
+    # On this CPU-only machine the cuDNN probe fails exactly as it would with a missing or old cuDNN.
+    chosen = choose_attention_impl(tiny(), "gpu")
+    assert chosen.attention_impl == "xla"
+    assert "cuDNN attention unavailable" in caplog.text

@@ -31,7 +31,7 @@ from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError
-from tunix_trainer.model import ModelConfig, count_params, resolve_model_config
+from tunix_trainer.model import ModelConfig, choose_attention_impl, count_params, resolve_model_config
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
     abstract_state,
@@ -72,7 +72,7 @@ def train(
 
     tokenizer = dataset_tokenizer(run, spec.dataset)
     data = dataset_batches(run, spec.dataset, tokenizer)
-    model_cfg = model_config(run, tokenizer.vocab_size)
+    model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform)
     train_state = init_train_state(model_cfg, training, mesh, training.seed)
     step_fn = make_train_step(train_state.graphdef, training, mesh)
 
@@ -323,13 +323,15 @@ def make_provenance(
         "config_hash": run.config_hash,
         "dataset_checksum": dataset_checksum,
         "parameters": count_params(model_cfg),
+        "attention": model_cfg.attention_impl or "xla",
     }
 
 
-def model_config(run: LoadedRun, tokenizer_vocab_size: int) -> ModelConfig:
+def model_config(run: LoadedRun, tokenizer_vocab_size: int, platform: str) -> ModelConfig:
+    """The model's shape from the spec, with the attention kernel chosen for ``platform``."""
     training = run.spec.training
     try:
-        return resolve_model_config(
+        cfg = resolve_model_config(
             run.spec.model,
             tokenizer_vocab_size=tokenizer_vocab_size,
             compute_dtype=training.compute_dtype.value,
@@ -337,6 +339,7 @@ def model_config(run: LoadedRun, tokenizer_vocab_size: int) -> ModelConfig:
         )
     except ValueError as exc:
         raise ConfigError(f"spec.model: {exc}") from exc
+    return choose_attention_impl(cfg, platform)
 
 
 def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:

@@ -9,6 +9,8 @@ float32.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 
 import jax
@@ -21,6 +23,7 @@ __all__ = [
     "PRESETS",
     "ModelConfig",
     "Transformer",
+    "choose_attention_impl",
     "count_params",
     "flops_per_token",
     "pad_vocab",
@@ -28,6 +31,32 @@ __all__ = [
 ]
 
 INIT_STD = 0.02
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+CUDNN_MAX_HEAD_DIM = 128
+
+log = logging.getLogger(__name__)
+
+
+def choose_attention_impl(cfg: ModelConfig, platform: str) -> ModelConfig:
+    """``cfg`` with cuDNN's fused attention on GPU when it can run this shape, else XLA's.
+
+    ``jax.nn.dot_product_attention(implementation=None)`` means XLA in JAX 0.10/0.11, so the fused
+    kernel has to be asked for. It needs 16-bit compute and a head dimension that is a multiple of 8
+    (at most 128); a one-off probe call confirms the installed cuDNN accepts it, and any failure
+    falls back to XLA with a warning rather than failing the run. An explicit choice is kept.
+    """
+    if cfg.attention_impl is not None or platform != "gpu":
+        return cfg
+    if jnp.dtype(cfg.dtype) not in CUDNN_DTYPES or cfg.head_dim % 8 or cfg.head_dim > CUDNN_MAX_HEAD_DIM:
+        return dataclasses.replace(cfg, attention_impl="xla")
+    try:
+        q = jnp.zeros((1, 128, cfg.n_heads, cfg.head_dim), cfg.dtype)
+        kv = jnp.zeros((1, 128, cfg.n_kv_heads, cfg.head_dim), cfg.dtype)
+        jax.block_until_ready(jax.nn.dot_product_attention(q, kv, kv, is_causal=True, implementation="cudnn"))
+    except Exception as exc:  # cuDNN missing or too old for this shape
+        log.warning("cuDNN attention unavailable (%s: %s); using XLA attention", type(exc).__name__, exc)
+        return dataclasses.replace(cfg, attention_impl="xla")
+    return dataclasses.replace(cfg, attention_impl="cudnn")
 
 
 def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype: jnp.dtype) -> nnx.Param:

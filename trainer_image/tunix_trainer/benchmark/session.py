@@ -2,6 +2,8 @@
 
 Builds exactly what ``tunix_trainer.loop.train`` builds (``init_train_state``, ``make_train_step``,
 ``put_batch``), but writes no checkpoints and no metrics; see ``runner`` for the timing method.
+With ``checkpoint_saves`` > 0 the state is then saved that many times into a temporary directory
+to time the checkpoint (``checkpoint_probe``); nothing goes to the run's checkpoint location.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import jax
 
 from tunix_api.training import BenchmarkSpec
+from tunix_trainer.benchmark.checkpoint_probe import STEPS_BETWEEN_SAVES, measure_checkpoint_cost
 from tunix_trainer.benchmark.hardware import describe_devices, peak_flops, peak_memory_bytes
 from tunix_trainer.benchmark.output import is_local, local_path, upload_directory
 from tunix_trainer.benchmark.report import BenchmarkResult, Workload
@@ -41,10 +44,16 @@ def run_benchmark(
     *,
     artifacts_uri: str,
     stop_event: threading.Event | None = None,
+    checkpoint_saves: int = 0,
 ) -> BenchmarkResult:
     """Time the training step of ``run`` as ``settings`` says; the profile (if any) goes to
-    ``<artifacts_uri>/profile``. Raises PreemptedError when ``stop_event`` is set mid-run."""
+    ``<artifacts_uri>/profile``. ``checkpoint_saves`` > 0 also times that many checkpoint saves
+    at ``spec.checkpoint.saveIntervalSteps``. Raises PreemptedError when ``stop_event`` is set."""
     spec, training = run.spec, run.spec.training
+    if checkpoint_saves < 0:
+        raise ConfigError("--checkpoint-cost: expected a number of saves >= 0")
+    if checkpoint_saves and jax.process_count() > 1:
+        raise ConfigError("--checkpoint-cost: measured in a single process only")
     if not settings.synthetic_data and spec.dataset is None:
         raise ConfigError("spec.benchmark.syntheticData: false needs spec.dataset")
     devices = select_devices(spec.device.kind)
@@ -52,7 +61,7 @@ def run_benchmark(
     check_batch_layout(training, mesh)
 
     tokenizer = dataset_tokenizer(run, spec.dataset) if spec.dataset is not None else ByteTokenizer()
-    model_cfg = model_config(run, tokenizer.vocab_size)
+    model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform)
     batches: Iterator[Any]
     if settings.synthetic_data:
         batches = SyntheticBatches(
@@ -66,11 +75,16 @@ def run_benchmark(
     step_fn = make_train_step(train_state.graphdef, training, mesh)
 
     profile_steps = settings.profile_steps if settings.profile else 0
-    total_steps = 1 + settings.warmup_steps + 2 * settings.measure_steps + profile_steps
+    loop_steps = 1 + settings.warmup_steps + 2 * settings.measure_steps + profile_steps
+    total_steps = loop_steps + checkpoint_saves * STEPS_BETWEEN_SAVES
     staged = [
         put_batch(next(batches), mesh, training.grad_accum_steps)
         for _ in range(min(MAX_STAGED_BATCHES, total_steps))
     ]
+
+    def check_stop(done: int) -> None:
+        if stop_event is not None and stop_event.is_set():
+            raise PreemptedError(f"benchmark stopped by a signal after {done} steps", step=done)
 
     profile_target = artifacts_uri.rstrip("/") + "/" + PROFILE_DIR
     with tempfile.TemporaryDirectory(prefix="tunix-profile-") as scratch:
@@ -79,14 +93,22 @@ def run_benchmark(
             profile_dir = local_path(profile_target) if is_local(artifacts_uri) else scratch
             os.makedirs(profile_dir, exist_ok=True)
         plan = LoopPlan(settings.warmup_steps, settings.measure_steps, profile_steps, profile_dir)
-
-        def check_stop(done: int) -> None:
-            if stop_event is not None and stop_event.is_set():
-                raise PreemptedError(f"benchmark stopped by a signal after {done} steps", step=done)
-
-        _, timings = run_loop(step_fn, train_state.state, staged, plan, check_stop=check_stop)
+        state, timings = run_loop(step_fn, train_state.state, staged, plan, check_stop=check_stop)
         if profile_dir is not None and not is_local(artifacts_uri) and jax.process_index() == 0:
             upload_directory(profile_dir, profile_target, options_for(profile_target, spec.storage))
+
+    checkpoint_cost = None
+    if checkpoint_saves:
+        _, checkpoint_cost = measure_checkpoint_cost(
+            step_fn,
+            state,
+            staged,
+            saves=checkpoint_saves,
+            save_interval_steps=spec.checkpoint.save_interval_steps,
+            step_seconds=timings.window_seconds / timings.window_steps,
+            meta={"seed": training.seed, "config_hash": run.config_hash, "benchmark": True},
+            check_stop=lambda done: check_stop(loop_steps + done),
+        )
 
     compute_dtype = training.compute_dtype.value
     local = [d for d in devices if d.process_index == jax.process_index()]
@@ -114,6 +136,7 @@ def run_benchmark(
         versions=versions(),
         profile_dir=profile_target if profile_steps else None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        checkpoint=checkpoint_cost,
     )
 
 
