@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -10,6 +11,11 @@ import pytest
 
 from tunix_api.artifacts import TERMINATION_MESSAGE_LIMIT
 from tunix_api.run import BenchmarkStatus
+from tunix_trainer.benchmark.checkpoint_cost import (
+    OVERHEAD_BUDGET_PERCENT,
+    CheckpointCost,
+    amortized_overhead_percent,
+)
 from tunix_trainer.benchmark.hardware import (
     DeviceInfo,
     PeakLookup,
@@ -23,6 +29,7 @@ from tunix_trainer.benchmark.report import (
     Timings,
     Workload,
     format_bytes,
+    format_checkpoint_cost,
     format_table,
     status_payload,
     termination_message,
@@ -216,6 +223,122 @@ def test_format_table_shows_figures_and_mfu_note():
     assert not math.isnan(_result(PeakLookup(1e9, "X")).model_flops_per_second)
 
 
+# --------------------------------------------------------------------------- checkpoint cost
+
+
+def _cost(**changes) -> CheckpointCost:
+    values = {
+        "blocking_seconds": (0.04, 0.05, 0.30),  # first save slow (one-time set-up)
+        "save_seconds": (1.0, 1.2, 1.5),
+        "checkpoint_bytes": 4 * 1024**3,
+        "save_interval_steps": 100,
+        "step_seconds": 0.25,
+        "steps_between_saves": 2,
+    }
+    values.update(changes)
+    return CheckpointCost(**values)
+
+
+def test_amortized_overhead_formula():
+    # 50 ms blocked once per 100 steps of 250 ms: 0.05 / 25 s = 0.2 % of training time.
+    assert amortized_overhead_percent(0.05, 100, 0.25) == pytest.approx(0.2)
+    assert amortized_overhead_percent(0.0, 1, 1.0) == 0.0
+    assert amortized_overhead_percent(0.5, 10, 0.5) == pytest.approx(10.0)
+    for bad in [(0.05, 0, 0.25), (0.05, 100, 0.0), (-0.01, 100, 0.25), (math.inf, 100, 0.25)]:
+        with pytest.raises(ValueError):
+            amortized_overhead_percent(*bad)
+
+
+def test_checkpoint_cost_summary_json_and_budget():
+    cost = _cost()
+    assert cost.saves == 3
+    assert cost.blocking_p50 == pytest.approx(0.05) and cost.blocking_max == pytest.approx(0.30)
+    assert cost.save_p50 == pytest.approx(1.2)
+    assert cost.amortized_overhead_percent == pytest.approx(0.2)  # p50, not the slow first save
+    assert cost.within_budget
+    doc = cost.to_json()
+    assert doc["blockingSecondsP50"] == pytest.approx(0.05) and doc["blockingSecondsMax"] == pytest.approx(
+        0.3
+    )
+    assert doc["saveSecondsP50"] == pytest.approx(1.2) and doc["checkpointBytes"] == 4 * 1024**3
+    assert doc["saveIntervalSteps"] == 100 and doc["stepTimeSeconds"] == 0.25
+    assert doc["amortizedOverheadPercent"] == pytest.approx(0.2)
+    assert doc["budgetPercent"] == OVERHEAD_BUDGET_PERCENT and doc["withinBudget"] is True
+    # 50 ms every 10 steps of 100 ms: 5 % -> over the 2 % budget.
+    slow = _cost(save_interval_steps=10, step_seconds=0.1)
+    assert slow.amortized_overhead_percent == pytest.approx(5.0) and not slow.within_budget
+    assert "OVER the 2% budget" in format_checkpoint_cost(slow)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"blocking_seconds": (), "save_seconds": ()},
+        {"blocking_seconds": (0.1,), "save_seconds": (0.1, 0.2)},
+        {"blocking_seconds": (0.3,), "save_seconds": (0.2,)},  # blocked longer than the whole save
+        {"blocking_seconds": (-0.1,), "save_seconds": (0.2,)},
+        {"checkpoint_bytes": -1},
+    ],
+)
+def test_checkpoint_cost_rejects_inconsistent_samples(changes):
+    with pytest.raises(ValueError):
+        _cost(**changes)
+
+
+def test_checkpoint_cost_in_benchmark_json_and_table_not_in_status():
+    plain = _result(PeakLookup(None, None, "unknown"))
+    assert plain.to_json()["checkpoint"] is None
+    assert "checkpoint" not in format_table(plain)
+    with_cost = dataclasses.replace(plain, checkpoint=_cost())
+    assert with_cost.to_json()["checkpoint"] == _cost().to_json()
+    json.dumps(with_cost.to_json())
+    line = next(row for row in format_table(with_cost).splitlines() if row.startswith("checkpoint save"))
+    assert "blocking p50 50.0 ms (max 300.0 ms)" in line and "durable p50 1.200 s" in line
+    assert "4.00 GiB" in line and "every 100 steps = 0.200%" in line and "within the 2% budget" in line
+    assert termination_message(with_cost) == termination_message(plain)  # status payload unchanged
+
+
+def test_measure_checkpoint_cost_with_a_fake_clock(tmp_path, monkeypatch):
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+
+    from tunix_trainer.benchmark.checkpoint_probe import measure_checkpoint_cost
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    ticks = iter(range(1_000_000))
+    seen: list[int] = []
+
+    def step(state, batch):
+        seen.append(batch)
+        return {"w": state["w"] + 1.0, "b": state["b"] * 2}, None
+
+    state = {"w": jax.random.normal(jax.random.key(0), (64, 64)), "b": jnp.ones((8,), jnp.int32)}
+    final, cost = measure_checkpoint_cost(
+        step,
+        state,
+        [0, 1, 2],
+        saves=3,
+        save_interval_steps=50,
+        step_seconds=0.5,
+        meta={"config_hash": "x"},
+        steps_between_saves=2,
+        clock=lambda: float(next(ticks)),
+    )
+    assert seen == [0, 1, 2, 0, 1, 2]  # two steps before each of the three saves, batches cycled
+    assert float(final["w"][0, 0]) == pytest.approx(float(state["w"][0, 0]) + 6.0)
+    # Clock reads per save: start, save returned, wait returned -> 1 tick blocked, 2 ticks durable.
+    assert cost.blocking_seconds == (1.0, 1.0, 1.0) and cost.save_seconds == (2.0, 2.0, 2.0)
+    assert cost.checkpoint_bytes >= 64 * 64 * 4 * 0.5  # random float32 data barely compresses
+    assert cost.amortized_overhead_percent == pytest.approx(100 * 1.0 / (50 * 0.5))
+    assert list(scratch.iterdir()) == []  # the temporary checkpoint directory is gone
+    with pytest.raises(ValueError):
+        measure_checkpoint_cost(step, state, [0], saves=0, save_interval_steps=1, step_seconds=1.0)
+
+
 # --------------------------------------------------------------------------- the timing loop
 
 
@@ -328,6 +451,43 @@ def test_bench_end_to_end_json_profile_and_termination_log(tmp_path, monkeypatch
     assert status.mfu is None
 
 
+def test_bench_checkpoint_cost_on_cpu(tmp_path, monkeypatch, capsys):
+    """--checkpoint-cost 2: real async Orbax saves of the tiny state, in a removed temporary dir."""
+    import tempfile
+
+    from tunix_trainer.bench import main
+
+    monkeypatch.chdir(tmp_path)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    doc = json.loads(json.dumps(TINY_BENCH))
+    doc["spec"]["checkpoint"] = {"saveIntervalSteps": 25}
+    artifacts, term = tmp_path / "out", tmp_path / "term"
+    argv = ["--config", str(_write(tmp_path, doc)), "--artifacts-uri", str(artifacts)]
+    rc = main(
+        [*argv, "--warmup", "0", "--steps", "2", "--checkpoint-cost", "2", "--termination-log", str(term)]
+    )
+    assert rc == 0
+    assert "checkpoint save" in capsys.readouterr().out
+
+    result = json.loads((artifacts / "benchmark.json").read_text())
+    cost = result["checkpoint"]
+    assert cost["saves"] == 2 and cost["saveIntervalSteps"] == 25
+    assert 0 < cost["blockingSecondsP50"] <= cost["blockingSecondsMax"]
+    assert cost["blockingSecondsP50"] <= cost["saveSecondsP50"]
+    # The saved state holds the float32 parameters (+ Adam moments): at least the parameters.
+    assert cost["checkpointBytes"] >= 4 * result["model"]["paramCount"] * 0.5
+    assert cost["stepTimeSeconds"] == pytest.approx(result["steadyState"]["stepTimeMs"] / 1e3)
+    assert cost["amortizedOverheadPercent"] == pytest.approx(
+        100 * cost["blockingSecondsP50"] / (25 * cost["stepTimeSeconds"])
+    )
+    assert list(scratch.iterdir()) == []  # temporary checkpoints removed
+    assert [p.name for p in artifacts.iterdir()] == ["benchmark.json"]  # no checkpoints in the artifacts
+    assert not (tmp_path / "artifacts").exists()
+    assert "checkpoint" not in json.loads(term.read_text())  # the status payload is unchanged
+
+
 def test_bench_train_mode_dataset_to_object_store(tmp_path, monkeypatch, capsys, dataset):
     """A Train-mode spec benchmarked on its dataset, with the results in an object store (memory://)."""
     import fsspec
@@ -402,6 +562,7 @@ def test_resolve_settings_defaults_and_overrides():
         ({"training": {"steps": 0}}, [], "spec.training.steps"),
         ({"benchmark": {"syntheticData": False}}, [], "spec.benchmark.syntheticData"),
         ({}, ["--steps", "0"], "spec.benchmark.measureSteps"),
+        ({}, ["--checkpoint-cost", "-1"], "--checkpoint-cost"),
         ({"model": {"preset": "tiny", "nHeads": 3}}, [], "spec.model"),
     ],
 )

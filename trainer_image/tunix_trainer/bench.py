@@ -1,7 +1,7 @@
 """``tunix-bench``: time the trainer's training step for a TunixRun (Benchmark mode).
 
     tunix-bench --config PATH [--artifacts-uri URI] [--warmup N] [--steps N] [--profile]
-                [--json] [--termination-log PATH]
+                [--checkpoint-cost N] [--json] [--termination-log PATH]
 
 Reads the same TunixRun as ``tunix-train`` (``spec.mode`` Benchmark; Train is accepted too) and
 runs the same jitted step on synthetic tokens at the model's full vocabulary (or the dataset
@@ -9,6 +9,9 @@ when ``spec.benchmark.syntheticData`` is false). Writes no checkpoints. Reports 
 per-step latency percentiles (each step awaited), steady-state throughput (steps dispatched back
 to back) and MFU from the latter: ``flops_per_token * tokens_per_step / step_time / (peak *
 devices)`` with ``flops_per_token = 6N + 6*L*T*H*h`` (attention counted once, for causality).
+``--checkpoint-cost N`` then times N asynchronous Orbax saves of the state into a temporary
+directory (blocking and durable time, size, and the amortised overhead at
+``spec.checkpoint.saveIntervalSteps``); reported in ``benchmark.json`` and the table only.
 
 Outputs: ``benchmark.json`` in the artifacts directory (``--artifacts-uri``, else
 ``spec.storage.uri``, else ``./artifacts/<name>``), a table (or the JSON with ``--json``) on
@@ -51,6 +54,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Capture a jax.profiler trace into <artifacts>/profile.",
     )
+    parser.add_argument(
+        "--checkpoint-cost",
+        type=int,
+        default=0,
+        metavar="N",
+        help="After the timed windows, time N async checkpoint saves into a temporary directory "
+        "(default 0: off).",
+    )
     parser.add_argument("--json", action="store_true", help="Print benchmark.json instead of a table.")
     parser.add_argument(
         "--termination-log", help=f"Termination message file (default: {TERMINATION_LOG} when it exists)."
@@ -92,7 +103,13 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
             run.spec.benchmark, warmup=args.warmup, steps=args.steps, profile=args.profile
         )
         artifacts_uri = args.artifacts_uri or run.spec.storage.uri or os.path.join("artifacts", run.name)
-        result = run_benchmark(run, settings, artifacts_uri=artifacts_uri, stop_event=stop_event)
+        result = run_benchmark(
+            run,
+            settings,
+            artifacts_uri=artifacts_uri,
+            stop_event=stop_event,
+            checkpoint_saves=args.checkpoint_cost,
+        )
         document = result.to_json()
         if jax.process_index() == 0:
             target = join_uri(artifacts_uri, BENCHMARK_FILE)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunix_api.artifacts import TERMINATION_MESSAGE_LIMIT
+from tunix_trainer.benchmark.checkpoint_cost import OVERHEAD_BUDGET_PERCENT, CheckpointCost
 from tunix_trainer.benchmark.hardware import DeviceInfo, PeakLookup
 from tunix_trainer.benchmark.mfu import mfu, model_flops_per_second
 from tunix_trainer.benchmark.stats import StepTimes
@@ -60,6 +61,7 @@ class BenchmarkResult:
     versions: dict[str, str]
     profile_dir: str | None = None
     created_at: str | None = None
+    checkpoint: CheckpointCost | None = None  # ``--checkpoint-cost``; benchmark.json and table only
 
     @property
     def steps_per_second(self) -> float:
@@ -151,6 +153,7 @@ class BenchmarkResult:
             "mfuNote": self.peak.note,
             "peakMemoryBytes": self.peak_memory_bytes,
             "profileDir": self.profile_dir,
+            "checkpoint": self.checkpoint.to_json() if self.checkpoint is not None else None,
             "versions": dict(self.versions),
         }
 
@@ -200,6 +203,18 @@ def format_bytes(n: int | None) -> str:
     raise AssertionError("unreachable")
 
 
+def format_checkpoint_cost(cost: CheckpointCost) -> str:
+    """One table line: blocking and durable save times, size, and the amortised overhead."""
+    verdict = "within" if cost.within_budget else "OVER"
+    return (
+        f"{cost.saves} saves of {format_bytes(cost.checkpoint_bytes)}: "
+        f"blocking p50 {cost.blocking_p50 * 1e3:.1f} ms (max {cost.blocking_max * 1e3:.1f} ms), "
+        f"durable p50 {cost.save_p50:.3f} s; "
+        f"every {cost.save_interval_steps} steps = {cost.amortized_overhead_percent:.3f}% of training time "
+        f"({verdict} the {OVERHEAD_BUDGET_PERCENT:g}% budget)"
+    )
+
+
 def format_table(result: BenchmarkResult) -> str:
     """A readable two-column summary for the terminal."""
     w, t, st, d = result.workload, result.timings, result.timings.step_times, result.devices
@@ -239,5 +254,7 @@ def format_table(result: BenchmarkResult) -> str:
     ]
     if result.profile_dir:
         rows.append(("profile", result.profile_dir))
+    if result.checkpoint is not None:
+        rows.append(("checkpoint save", format_checkpoint_cost(result.checkpoint)))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

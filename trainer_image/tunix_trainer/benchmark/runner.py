@@ -49,7 +49,7 @@ class LoopPlan:
             raise ValueError("profiling needs a directory")
 
 
-class _Cycle:
+class BatchCycle:
     """Endless round-robin over pre-staged batches."""
 
     def __init__(self, batches: Sequence[Any]) -> None:
@@ -76,7 +76,7 @@ def run_loop(
 
     ``check_stop(steps_done)`` is called between steps; it may raise to abort (e.g. on SIGTERM).
     """
-    next_batch = _Cycle(batches)
+    next_batch = BatchCycle(batches)
     done = 0
 
     def advance(state: S, n: int, *, sync_each: bool) -> tuple[S, list[float]]:
