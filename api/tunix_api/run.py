@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field, StrictInt, model_validator
@@ -182,6 +184,20 @@ class Summary(OpenModel):
     total_tokens: int | None = None
     avg_tokens_per_second: float | None = None
     wall_time_seconds: float | None = None
+
+
+def provenance_strings(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """Provenance with string values, as ``.status.provenance`` holds it: others as compact JSON.
+
+    The trainer applies it to its termination message and the local status block; the operator
+    to what it reads back (termination message or summary.json), so both show the same strings.
+    """
+    return {
+        str(key): value
+        if isinstance(value, str)
+        else json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+        for key, value in provenance.items()
+    }
 
 
 class CheckpointStatus(OpenModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tunix_api.run import BenchmarkStatus, Progress, Summary
+from tunix_api.run import BenchmarkStatus, Progress, Summary, provenance_strings
 from tunix_operator.conditions import parse_time
 
 # The "kind" of tunix-bench's termination message and of benchmark.json.
@@ -39,7 +39,7 @@ def parse_summary(data: Mapping[str, Any] | None) -> tuple[Summary | None, dict[
     if summary == Summary():
         return None, None
     raw = data.get("provenance")
-    provenance = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+    provenance = provenance_strings(raw) if isinstance(raw, dict) else None
     return summary, provenance
 
 

@@ -11,10 +11,11 @@ import pytest
 
 from tests.operator.factories import T0, at, pod
 from tunix_api.exit_codes import ExitClass
+from tunix_api.run import provenance_strings
 from tunix_operator.conditions import format_time, parse_time, set_condition
 from tunix_operator.observe import Outcome, assess, pod_view
 from tunix_operator.settings import OperatorSettings
-from tunix_operator.trainer_output import parse_progress, parse_termination_message, truncate
+from tunix_operator.trainer_output import parse_progress, parse_summary, parse_termination_message, truncate
 
 
 def test_pod_view_reads_index_attempt_and_exit() -> None:
@@ -118,3 +119,11 @@ def test_operator_never_imports_jax() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_summary_json_provenance_reads_back_as_the_trainer_writes_it() -> None:
+    """summary.json keeps raw provenance values; the operator shows them as the trainer's message does."""
+    raw = {"device_count": 8, "platform": "gpu", "mesh": {"data": 8}, "flag": True}
+    _, provenance = parse_summary({"finalLoss": 1.0, "provenance": raw})
+    assert provenance == provenance_strings(raw)
+    assert provenance == {"device_count": "8", "platform": "gpu", "mesh": '{"data":8}', "flag": "true"}

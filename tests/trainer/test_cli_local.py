@@ -16,7 +16,7 @@ import yaml
 from tests.s3 import moto_server, s3_bucket  # noqa: F401  (fixtures)
 from tunix_api.artifacts import METRICS_FILE, SUMMARY_FILE
 from tunix_api.exit_codes import ExitCode
-from tunix_api.run import Phase, Summary, TunixRunStatus
+from tunix_api.run import Phase, Summary, TunixRunStatus, provenance_strings
 from tunix_trainer import cli
 from tunix_trainer.artifacts import RunArtifacts, read_json
 from tunix_trainer.config import load_run
@@ -28,7 +28,7 @@ from tunix_trainer.plot import (
     render_loss_png,
     require_matplotlib,
 )
-from tunix_trainer.status import provenance_strings, status_from_summary, summary_to_status_summary
+from tunix_trainer.status import status_from_summary
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "run.yaml")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -248,8 +248,8 @@ def test_summary_mapping_accepts_both_spellings_and_ignores_extras() -> None:
     camel = {"finalLoss": 1.0, "totalSteps": 3, "provenance": {"a": "b"}, "newerField": 1}
     snake = {"final_loss": 1.0, "total_steps": 3, "unknown": True}
     assert (
-        summary_to_status_summary(camel)
-        == summary_to_status_summary(snake)
+        Summary.model_validate(camel)
+        == Summary.model_validate(snake)
         == Summary(final_loss=1.0, total_steps=3)
     )
     assert provenance_strings({"n": 2, "s": "x", "d": {"b": 1, "a": [1]}}) == {

@@ -57,9 +57,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from tunix_api.artifacts import METRICS_FILE, PROGRESS_FILE, SUMMARY_FILE, TERMINATION_MESSAGE_LIMIT
-from tunix_api.run import Progress
+from tunix_api.run import Progress, Summary, provenance_strings
 from tunix_api.training import StorageSpec
-from tunix_trainer.status import provenance_strings, summary_to_status_summary
 from tunix_trainer.termination import write_termination_message
 
 log = logging.getLogger(__name__)
@@ -207,7 +206,7 @@ def compact_summary(summary: dict, limit: int = TERMINATION_MESSAGE_LIMIT) -> st
     ``...``), then keys are dropped from the end, then provenance goes altogether.
     """
     summary = _finite(summary)
-    core = summary_to_status_summary(summary).to_wire()
+    core = Summary.model_validate(summary).to_wire()
     provenance = provenance_strings(summary.get("provenance") or {})
 
     def encode(prov: dict[str, str] | None) -> str:
