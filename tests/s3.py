@@ -1,7 +1,8 @@
 """A local S3 endpoint (moto) for tests.
 
-Use it with ``from tests.s3 import moto_server, s3_bucket`` in a test module, or
-``pytest_plugins = ["tests.s3"]`` in the root conftest.py. ``moto_server`` is
+The root ``tests/conftest.py`` registers it (``pytest_plugins``), so every test can ask for the
+fixtures by name; importing them into a module would register a second, separately cached
+``moto_server``. ``moto_server`` is
 session-scoped and sets the AWS environment (test credentials, region, endpoint)
 for its lifetime; ``s3_bucket`` yields ``s3://<fresh bucket>`` per test.
 """

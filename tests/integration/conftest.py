@@ -9,9 +9,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from tests.integration.harness import OperatorThread, fast_settings
+from tests.integration.harness import Api, OperatorThread, fast_settings
 from tests.kubeemu import EmulatedCluster
-from tests.kubeemu.fixtures import cluster, kubeconfig, kubelet  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -23,7 +22,7 @@ def artifacts_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 def start_operator(
-    cluster: EmulatedCluster,  # noqa: F811
+    cluster: EmulatedCluster,
     artifacts_dir: pathlib.Path,
 ) -> Iterator[Callable[..., OperatorThread]]:
     """Start (and at the end stop) operators; keyword arguments override the fast test settings."""
@@ -46,5 +45,10 @@ def operator(start_operator: Callable[..., OperatorThread]) -> OperatorThread:
 
 
 @pytest.fixture
-def api(cluster: EmulatedCluster) -> kubernetes.client.ApiClient:  # noqa: F811
+def api(cluster: EmulatedCluster) -> kubernetes.client.ApiClient:
     return cluster.api_client()
+
+
+@pytest.fixture
+def k8s(api: kubernetes.client.ApiClient) -> Api:
+    return Api(api)

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import kopf
 import kubernetes
 
+from tests.kubeemu import SimulatedKubelet
 from tunix_operator.handlers import build_registry
 from tunix_operator.kube import KubeClient
 from tunix_operator.metrics import OperatorMetrics
@@ -22,6 +23,7 @@ GROUP, VERSION, PLURAL = "tunix.dev", "v1alpha1", "tunixruns"
 # The reconciler's kubernetes client sends this User-Agent, so the emulator's request log tells the
 # operator's own calls (this, and ``kopf/<version>``) from the test's client and the simulated kubelet.
 OPERATOR_USER_AGENT = "tunix-operator-test/1"
+NS = "default"  # where the integration tests create their runs
 
 
 def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings:
@@ -130,3 +132,64 @@ def run_manifest(name: str, namespace: str = "default", **spec: Any) -> dict[str
         "metadata": {"name": name, "namespace": namespace},
         "spec": body,
     }
+
+
+# -- the tests' view of the API ------------------------------------------------------------
+class Api:
+    """The tests' view of the cluster: runs, Jobs and events in one namespace."""
+
+    def __init__(self, client: kubernetes.client.ApiClient, namespace: str = NS) -> None:
+        self.ns = namespace
+        self.custom = kubernetes.client.CustomObjectsApi(client)
+        self.batch = kubernetes.client.BatchV1Api(client)
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def create_run(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, manifest)
+
+    def run(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.run(name).get("status") or {}
+
+    def delete_run(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name)
+
+    def run_gone(self, name: str) -> bool:
+        try:
+            self.run(name)
+        except kubernetes.client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, {"spec": spec})
+
+    def jobs(self, name: str) -> list[str]:
+        items = self.batch.list_namespaced_job(self.ns, label_selector=f"tunix.dev/run={name}").items
+        return sorted(j.metadata.name for j in items if not j.metadata.deletion_timestamp)
+
+    def job(self, name: str) -> dict[str, Any]:
+        job = self.batch.read_namespaced_job(name, self.ns)
+        return self.batch.api_client.sanitize_for_serialization(job)
+
+    def events(self, name: str) -> list[tuple[str, str]]:
+        items = self.core.list_namespaced_event(self.ns).items
+        return [(e.type, e.reason) for e in items if e.involved_object.name == name]
+
+
+def phase_is(k8s: Api, name: str, phase: str, attempt: int | None = None) -> Callable[[], bool]:
+    """A wait condition: the run is in ``phase`` (at ``attempt``, when given)."""
+
+    def reached() -> bool:
+        status = k8s.status(name)
+        return status.get("phase") == phase and (attempt is None or status.get("attempt") == attempt)
+
+    return reached
+
+
+def pod_of(
+    kubelet: SimulatedKubelet, name: str, attempt: int, phase: str | None = "Running"
+) -> dict[str, Any]:
+    return kubelet.wait_for_pods(f"tunix.dev/run={name},tunix.dev/attempt={attempt}", phase=phase)[0]

@@ -9,8 +9,7 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.integration.harness import OperatorThread, run_manifest, wait_for
-from tests.integration.test_operator import NS, Api, k8s, phase_is, pod_of  # noqa: F401  (fixture)
+from tests.integration.harness import NS, Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
 from tests.kubeemu import SimulatedKubelet
 from tests.kubeemu.fixtures import CRDS_DIR, kubectl
 from tests.operator.test_benchmark_mode import bench_result
@@ -40,7 +39,7 @@ def bench_manifest(name: str) -> dict:
 def test_benchmark_run_reports_status_benchmark(
     operator: OperatorThread,
     kubelet: SimulatedKubelet,
-    k8s: Api,  # noqa: F811
+    k8s: Api,
     kubeconfig: pathlib.Path,
 ) -> None:
     k8s.create_run(bench_manifest("bench"))
@@ -84,7 +83,7 @@ def test_benchmark_run_reports_status_benchmark(
 def test_benchmark_without_a_result_fails_with_a_message(
     operator: OperatorThread,
     kubelet: SimulatedKubelet,
-    k8s: Api,  # noqa: F811
+    k8s: Api,
 ) -> None:
     k8s.create_run(bench_manifest("nores"))
     pod = pod_of(kubelet, "nores", 0)

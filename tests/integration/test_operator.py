@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
 
 import kubernetes
-import pytest
 
-from tests.integration.harness import GROUP, PLURAL, VERSION, OperatorThread, run_manifest, wait_for
+from tests.integration.harness import NS, Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
 from tests.kubeemu import EmulatedCluster, SimulatedKubelet
 
-NS = "default"
 SUMMARY = {
     "finalLoss": 1.5,
     "bestLoss": 1.4,
@@ -23,52 +20,6 @@ SUMMARY = {
     "wallTimeSeconds": 25.6,
     "provenance": {"jax": "0.10.2"},
 }
-
-
-class Api:
-    def __init__(self, client: kubernetes.client.ApiClient) -> None:
-        self.custom = kubernetes.client.CustomObjectsApi(client)
-        self.batch = kubernetes.client.BatchV1Api(client)
-        self.core = kubernetes.client.CoreV1Api(client)
-
-    def create_run(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
-
-    def run(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.run(name).get("status") or {}
-
-    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, {"spec": spec})
-
-    def jobs(self, name: str) -> list[str]:
-        items = self.batch.list_namespaced_job(NS, label_selector=f"tunix.dev/run={name}").items
-        return sorted(j.metadata.name for j in items if not j.metadata.deletion_timestamp)
-
-    def job(self, name: str) -> dict[str, Any]:
-        job = self.batch.read_namespaced_job(name, NS)
-        return self.batch.api_client.sanitize_for_serialization(job)
-
-    def events(self, name: str) -> list[tuple[str, str]]:
-        items = self.core.list_namespaced_event(NS).items
-        return [(e.type, e.reason) for e in items if e.involved_object.name == name]
-
-
-@pytest.fixture
-def k8s(api: kubernetes.client.ApiClient) -> Api:
-    return Api(api)
-
-
-def phase_is(k8s: Api, name: str, phase: str):
-    return lambda: k8s.status(name).get("phase") == phase
-
-
-def pod_of(
-    kubelet: SimulatedKubelet, name: str, attempt: int, phase: str | None = "Running"
-) -> dict[str, Any]:
-    return kubelet.wait_for_pods(f"tunix.dev/run={name},tunix.dev/attempt={attempt}", phase=phase)[0]
 
 
 def test_create_makes_job_with_gpu_volume_env_and_resume(
@@ -209,7 +160,7 @@ def test_operator_restart_mid_run_keeps_state(
 def test_delete_removes_children(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
     k8s.create_run(run_manifest("gone", checkpoint={"volume": {"size": "1Gi"}}))  # Retain: PVC kept
     pod_of(kubelet, "gone", 0)
-    k8s.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "gone")
+    k8s.delete_run("gone")
 
     def run_gone() -> bool:
         try:

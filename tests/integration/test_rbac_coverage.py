@@ -19,17 +19,15 @@ import pathlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import kubernetes
 import pytest
 
 from tests.chart.chart_render import allows, rbac_rules, render
 from tests.integration.harness import (
-    GROUP,
     OPERATOR_USER_AGENT,
-    PLURAL,
-    VERSION,
+    Api,
     OperatorThread,
     fast_settings,
+    phase_is,
     run_manifest,
     wait_for,
 )
@@ -131,47 +129,8 @@ def granted(objects: Iterable[dict[str, Any]]) -> set[Permission]:
 # --------------------------------------------------------------------------- the lifecycle
 
 
-class Client:
-    """The test's own view of the cluster (its own User-Agent, so it never counts as the operator)."""
-
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
-        api_client.user_agent = TEST_USER_AGENT
-        self.custom = kubernetes.client.CustomObjectsApi(api_client)
-        self.batch = kubernetes.client.BatchV1Api(api_client)
-        self.core = kubernetes.client.CoreV1Api(api_client)
-
-    def create_run(self, manifest: dict[str, Any]) -> None:
-        self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, manifest)
-
-    def status(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name).get("status") or {}
-
-    def phase_is(self, name: str, phase: str, attempt: int | None = None) -> bool:
-        status = self.status(name)
-        return status.get("phase") == phase and (attempt is None or status.get("attempt") == attempt)
-
-    def set_suspend(self, name: str, suspend: bool) -> None:
-        self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, NS, PLURAL, name, {"spec": {"suspend": suspend}}
-        )
-
-    def jobs(self, run: str) -> list[str]:
-        items = self.batch.list_namespaced_job(NS, label_selector=f"tunix.dev/run={run}").items
-        return sorted(j.metadata.name for j in items if not j.metadata.deletion_timestamp)
-
-    def event_reasons(self, run: str) -> set[str]:
-        items = self.core.list_namespaced_event(NS).items
-        return {e.reason for e in items if e.involved_object.name == run}
-
-    def delete_run(self, name: str) -> None:
-        self.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
-
-    def run_gone(self, name: str) -> bool:
-        try:
-            self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name)
-        except kubernetes.client.ApiException as exc:
-            return exc.status == 404
-        return False
+def event_reasons(k8s: Api, run: str) -> set[str]:
+    return {reason for _, reason in k8s.events(run)}
 
 
 def running_pods(kubelet: SimulatedKubelet, run: str, attempt: int, count: int = 1) -> list[dict[str, Any]]:
@@ -179,7 +138,7 @@ def running_pods(kubelet: SimulatedKubelet, run: str, attempt: int, count: int =
     return kubelet.wait_for_pods(selector, count=count, phase="Running")
 
 
-def full_lifecycle(k8s: Client, kubelet: SimulatedKubelet, artifacts_dir: pathlib.Path) -> None:
+def full_lifecycle(k8s: Api, kubelet: SimulatedKubelet, artifacts_dir: pathlib.Path) -> None:
     """Every operator path that talks to the API, on two runs in namespace :data:`NS`."""
     k8s.core.create_namespaced_secret(
         NS, {"metadata": {"name": "s3-creds"}, "stringData": {"AWS_ACCESS_KEY_ID": "test"}}
@@ -199,7 +158,7 @@ def full_lifecycle(k8s: Client, kubelet: SimulatedKubelet, artifacts_dir: pathli
     k8s.create_run(run_manifest("pause", NS))
 
     running_pods(kubelet, "life", 0, count=2)
-    wait_for(lambda: k8s.phase_is("life", "Running"), what="life Running")
+    wait_for(phase_is(k8s, "life", "Running"), what="life Running")
     run_dir = artifacts_dir / NS / "life"
     run_dir.mkdir(parents=True)
     progress = {"step": 5, "totalSteps": 20, "loss": 2.0, "updatedAt": "2099-01-01T00:00:00Z"}
@@ -208,22 +167,22 @@ def full_lifecycle(k8s: Client, kubelet: SimulatedKubelet, artifacts_dir: pathli
 
     kubelet.evict(running_pods(kubelet, "life", 0, count=2)[1]["metadata"]["name"])
     pods = running_pods(kubelet, "life", 1, count=2)
-    wait_for(lambda: k8s.phase_is("life", "Running", attempt=1), what="life Running at attempt 1")
+    wait_for(phase_is(k8s, "life", "Running", attempt=1), what="life Running at attempt 1")
     for pod in pods:
         kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps(SUMMARY))
-    wait_for(lambda: k8s.phase_is("life", "Succeeded"), what="life Succeeded")
+    wait_for(phase_is(k8s, "life", "Succeeded"), what="life Succeeded")
     wait_for(lambda: k8s.jobs("life") == [], what="life's Job deleted after its TTL")
 
     running_pods(kubelet, "pause", 0)
-    k8s.set_suspend("pause", True)
-    wait_for(lambda: k8s.phase_is("pause", "Suspended"), what="pause Suspended")
+    k8s.patch_spec("pause", {"suspend": True})
+    wait_for(phase_is(k8s, "pause", "Suspended"), what="pause Suspended")
     wait_for(lambda: k8s.jobs("pause") == [], what="pause's Job deleted")
-    k8s.set_suspend("pause", False)
+    k8s.patch_spec("pause", {"suspend": False})
     running_pods(kubelet, "pause", 1)
-    wait_for(lambda: k8s.phase_is("pause", "Running", attempt=1), what="pause Running again")
+    wait_for(phase_is(k8s, "pause", "Running", attempt=1), what="pause Running again")
 
-    wait_for(lambda: {"Preempted", "Succeeded", "TTLExpired"} <= k8s.event_reasons("life"), what="events")
-    wait_for(lambda: {"Suspended", "Resumed"} <= k8s.event_reasons("pause"), what="events")
+    wait_for(lambda: {"Preempted", "Succeeded", "TTLExpired"} <= event_reasons(k8s, "life"), what="events")
+    wait_for(lambda: {"Suspended", "Resumed"} <= event_reasons(k8s, "pause"), what="events")
     for name in ("life", "pause"):
         k8s.delete_run(name)
     for name in ("life", "pause"):
@@ -274,7 +233,9 @@ def operator_records(
         peering_name=chart.peering_name,
     )
     with OperatorThread(cluster.url, cluster.api_client(), settings):
-        full_lifecycle(Client(cluster.api_client()), kubelet, artifacts_dir)
+        test_client = cluster.api_client()
+        test_client.user_agent = TEST_USER_AGENT  # never counted as the operator
+        full_lifecycle(Api(test_client, namespace=NS), kubelet, artifacts_dir)
     records = cluster.request_log
     strangers = {r.user_agent for r in records if not is_operator(r)} - OTHER_USER_AGENTS
     assert not strangers, f"requests from unknown clients: {strangers}"

@@ -11,8 +11,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.s3 import moto_server, s3_bucket  # noqa: F401  (fixtures for the trainer tests)
-
 # A model small enough that init + step compile in about a second on CPU.
 SMALL_MODEL: dict[str, Any] = {"dModel": 32, "nLayers": 1, "nHeads": 2, "dFf": 64}
 SMALL_TRAINING: dict[str, Any] = {

@@ -9,7 +9,6 @@ import uuid
 import fsspec
 import pytest
 
-from tests.s3 import moto_server, s3_bucket  # noqa: F401  (fixtures)
 from tunix_api.artifacts import METRICS_FILE, PROGRESS_FILE, SUMMARY_FILE, TERMINATION_MESSAGE_LIMIT
 from tunix_api.run import Progress, Summary
 from tunix_api.training import StorageSpec
@@ -418,10 +417,10 @@ def test_storage_options() -> None:
     }
 
 
-def test_explicit_endpoint_reaches_s3(request: pytest.FixtureRequest, monkeypatch) -> None:
+def test_explicit_endpoint_reaches_s3(s3_bucket: str, moto_server: str, monkeypatch) -> None:
     import s3fs
 
-    bucket, endpoint = request.getfixturevalue("s3_bucket"), request.getfixturevalue("moto_server")
+    bucket, endpoint = s3_bucket, moto_server
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     s3fs.S3FileSystem.clear_instance_cache()

@@ -13,7 +13,6 @@ import fsspec
 import pytest
 import yaml
 
-from tests.s3 import moto_server, s3_bucket  # noqa: F401  (fixtures)
 from tunix_api.artifacts import METRICS_FILE, SUMMARY_FILE
 from tunix_api.exit_codes import ExitCode
 from tunix_api.run import Phase, Summary, TunixRunStatus, provenance_strings
@@ -339,8 +338,8 @@ def test_local_run_interrupted_then_resumed(tmp_path, monkeypatch, capsys) -> No
     assert "6/6" in captured.err  # not a TTY: plain progress lines
 
 
-def test_local_run_with_artifacts_on_s3(tmp_path, monkeypatch, capsys, request) -> None:
-    bucket = request.getfixturevalue("s3_bucket")
+def test_local_run_with_artifacts_on_s3(tmp_path, monkeypatch, capsys, s3_bucket: str) -> None:
+    bucket = s3_bucket
     write_run(tmp_path, name="on-s3")
     monkeypatch.chdir(tmp_path)
     target = f"{bucket}/runs/on-s3"
