@@ -60,6 +60,15 @@ def local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+def upload_tree(fs: fsspec.AbstractFileSystem, local_dir: str, prefix: str) -> None:
+    """Copy every file under ``local_dir`` to ``prefix`` on ``fs``, keeping relative paths."""
+    for dirpath, _, filenames in os.walk(local_dir):
+        for filename in filenames:
+            local = os.path.join(dirpath, filename)
+            rel = os.path.relpath(local, local_dir).replace(os.sep, "/")
+            fs.put_file(local, f"{prefix.rstrip('/')}/{rel}")
+
+
 def parse_resume(resume: str) -> int | str:
     """``"latest"`` / ``"none"`` stay strings; a step number becomes an int."""
     value = str(resume).strip().lower()
@@ -291,11 +300,7 @@ class _Mirror:
 
     def _upload(self, step: int, local_dir: str) -> None:
         prefix = self._step_path(step)
-        for dirpath, _, filenames in os.walk(local_dir):
-            for filename in filenames:
-                local = os.path.join(dirpath, filename)
-                rel = os.path.relpath(local, local_dir).replace(os.sep, "/")
-                self.fs.put_file(local, f"{prefix}/{rel}")
+        upload_tree(self.fs, local_dir, prefix)
         self.fs.pipe_file(f"{prefix}/{COMMIT_MARKER}", b"")
         committed = self.steps()
         self.delete(committed[: max(len(committed) - self.max_to_keep, 0)])

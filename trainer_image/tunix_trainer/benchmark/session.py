@@ -22,9 +22,10 @@ import jax
 from tunix_api.training import BenchmarkSpec
 from tunix_trainer.benchmark.checkpoint_probe import STEPS_BETWEEN_SAVES, measure_checkpoint_cost
 from tunix_trainer.benchmark.hardware import describe_devices, peak_flops, peak_memory_bytes
-from tunix_trainer.benchmark.output import is_local, local_path, upload_directory
+from tunix_trainer.benchmark.output import upload_directory
 from tunix_trainer.benchmark.report import BenchmarkResult, Workload
 from tunix_trainer.benchmark.runner import LoopPlan, run_loop
+from tunix_trainer.checkpoint import is_remote, local_path
 from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import SyntheticBatches
 from tunix_trainer.devices import make_mesh, select_devices
@@ -90,11 +91,11 @@ def run_benchmark(
     with tempfile.TemporaryDirectory(prefix="tunix-profile-") as scratch:
         profile_dir = None
         if profile_steps:
-            profile_dir = local_path(profile_target) if is_local(artifacts_uri) else scratch
+            profile_dir = scratch if is_remote(artifacts_uri) else local_path(profile_target)
             os.makedirs(profile_dir, exist_ok=True)
         plan = LoopPlan(settings.warmup_steps, settings.measure_steps, profile_steps, profile_dir)
         state, timings = run_loop(step_fn, train_state.state, staged, plan, check_stop=check_stop)
-        if profile_dir is not None and not is_local(artifacts_uri) and jax.process_index() == 0:
+        if profile_dir is not None and is_remote(artifacts_uri) and jax.process_index() == 0:
             upload_directory(profile_dir, profile_target, options_for(profile_target, spec.storage))
 
     checkpoint_cost = None
