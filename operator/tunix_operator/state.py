@@ -243,6 +243,10 @@ class _Reconcile:
                 artifacts_uri(self.run, self.settings), artifacts.METRICS_FILE
             )
             self._active()
+        return self.decision()
+
+    def decision(self) -> Decision:
+        """What this reconcile decided so far, with the status patch from old to new."""
         new_wire = _status_wire(self.new)
         return Decision(
             status=new_wire,
@@ -565,10 +569,4 @@ def fail(
         return reconcile.decide()
     reconcile.new.observed_generation = reconcile.generation
     reconcile._fail(reason, message)
-    new_wire = _status_wire(reconcile.new)
-    return Decision(
-        status=new_wire,
-        status_patch=merge_patch(_status_wire(reconcile.old), new_wire),
-        events=reconcile.events,
-        run=reconcile.run,
-    )
+    return reconcile.decision()

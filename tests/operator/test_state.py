@@ -393,6 +393,12 @@ def test_fail_helper_marks_failed_once() -> None:
     assert fail(body, "OperatorError", "bug", at(6), SETTINGS).status_patch == {}
 
 
+def test_fail_helper_schedules_the_ttl_like_any_failure() -> None:
+    body = started(ttlSecondsAfterFinished=30)
+    decision = fail(body, "OperatorError", "bug", at(5), SETTINGS)
+    assert decision.requeue_after == 30  # not left to the resync interval
+
+
 def test_merge_patch_sets_changed_and_nulls_removed_keys() -> None:
     assert merge_patch({"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 5}) == {"b": 5, "c": None}
 
