@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tunix_api.training import TrainingSpec
 from tunix_trainer.devices import DATA_AXIS
 from tunix_trainer.errors import ConfigError
+from tunix_trainer.losses import softmax_cross_entropy
 from tunix_trainer.model import ModelConfig, Transformer
 from tunix_trainer.optim import make_optimizer, make_schedule
 
@@ -75,8 +76,9 @@ def abstract_state(state: nnx.State) -> nnx.State:
 def token_loss_sums(
     logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """(sum of masked token cross-entropy, sum of the mask), computed in float32."""
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    """(sum of masked token cross-entropy, sum of the mask), computed in float32 from ``logits`` in
+    their own dtype (see ``tunix_trainer.losses``)."""
+    ce = softmax_cross_entropy(logits, targets)
     mask = loss_mask.astype(jnp.float32)
     return jnp.sum(ce * mask), jnp.sum(mask)
 
