@@ -229,11 +229,12 @@ def test_format_table_shows_figures_and_mfu_note():
 def _cost(**changes) -> CheckpointCost:
     values = {
         "blocking_seconds": (0.04, 0.05, 0.30),  # first save slow (one-time set-up)
+        "stall_seconds": (0.06, 0.07, 0.50),  # blocking + what the background save slowed the steps by
         "save_seconds": (1.0, 1.2, 1.5),
         "checkpoint_bytes": 4 * 1024**3,
         "save_interval_steps": 100,
         "step_seconds": 0.25,
-        "steps_between_saves": 2,
+        "steps_during_save": 2,
     }
     values.update(changes)
     return CheckpointCost(**values)
@@ -253,8 +254,10 @@ def test_checkpoint_cost_summary_json_and_budget():
     cost = _cost()
     assert cost.saves == 3
     assert cost.blocking_p50 == pytest.approx(0.05) and cost.blocking_max == pytest.approx(0.30)
-    assert cost.save_p50 == pytest.approx(1.2)
-    assert cost.amortized_overhead_percent == pytest.approx(0.2)  # p50, not the slow first save
+    assert cost.save_p50 == pytest.approx(1.2) and cost.stall_p50 == pytest.approx(0.07)
+    # The larger of the median blocking and stall times, not the slow first save: 0.07 s / 25 s.
+    assert cost.amortized_overhead_percent == pytest.approx(0.28)
+    assert _cost(stall_seconds=(0.0, -0.01, 0.01)).amortized_overhead_percent == pytest.approx(0.2)
     assert cost.within_budget
     doc = cost.to_json()
     assert doc["blockingSecondsP50"] == pytest.approx(0.05) and doc["blockingSecondsMax"] == pytest.approx(
@@ -262,21 +265,24 @@ def test_checkpoint_cost_summary_json_and_budget():
     )
     assert doc["saveSecondsP50"] == pytest.approx(1.2) and doc["checkpointBytes"] == 4 * 1024**3
     assert doc["saveIntervalSteps"] == 100 and doc["stepTimeSeconds"] == 0.25
-    assert doc["amortizedOverheadPercent"] == pytest.approx(0.2)
+    assert doc["stallSecondsP50"] == pytest.approx(0.07) and doc["stepsDuringSave"] == 2
+    assert doc["amortizedOverheadPercent"] == pytest.approx(0.28)
     assert doc["budgetPercent"] == OVERHEAD_BUDGET_PERCENT and doc["withinBudget"] is True
-    # 50 ms every 10 steps of 100 ms: 5 % -> over the 2 % budget.
+    # 70 ms every 10 steps of 100 ms: 7 % -> over the 2 % budget.
     slow = _cost(save_interval_steps=10, step_seconds=0.1)
-    assert slow.amortized_overhead_percent == pytest.approx(5.0) and not slow.within_budget
+    assert slow.amortized_overhead_percent == pytest.approx(7.0) and not slow.within_budget
     assert "OVER the 2% budget" in format_checkpoint_cost(slow)
 
 
 @pytest.mark.parametrize(
     "changes",
     [
-        {"blocking_seconds": (), "save_seconds": ()},
-        {"blocking_seconds": (0.1,), "save_seconds": (0.1, 0.2)},
-        {"blocking_seconds": (0.3,), "save_seconds": (0.2,)},  # blocked longer than the whole save
-        {"blocking_seconds": (-0.1,), "save_seconds": (0.2,)},
+        {"blocking_seconds": (), "stall_seconds": (), "save_seconds": ()},
+        {"blocking_seconds": (0.1,), "stall_seconds": (0.1,), "save_seconds": (0.1, 0.2)},
+        {"blocking_seconds": (0.1,), "stall_seconds": (0.1, 0.2), "save_seconds": (0.2,)},
+        {"blocking_seconds": (0.3,), "stall_seconds": (0.3,), "save_seconds": (0.2,)},  # blocked > save
+        {"blocking_seconds": (-0.1,), "stall_seconds": (0.1,), "save_seconds": (0.2,)},
+        {"blocking_seconds": (0.1,), "stall_seconds": (math.nan,), "save_seconds": (0.2,)},
         {"checkpoint_bytes": -1},
     ],
 )
@@ -294,7 +300,8 @@ def test_checkpoint_cost_in_benchmark_json_and_table_not_in_status():
     json.dumps(with_cost.to_json())
     line = next(row for row in format_table(with_cost).splitlines() if row.startswith("checkpoint save"))
     assert "blocking p50 50.0 ms (max 300.0 ms)" in line and "durable p50 1.200 s" in line
-    assert "4.00 GiB" in line and "every 100 steps = 0.200%" in line and "within the 2% budget" in line
+    assert "stall p50 70.0 ms over 2 steps" in line
+    assert "4.00 GiB" in line and "every 100 steps = 0.280%" in line and "within the 2% budget" in line
     assert termination_message(with_cost) == termination_message(plain)  # status payload unchanged
 
 
@@ -323,17 +330,19 @@ def test_measure_checkpoint_cost_with_a_fake_clock(tmp_path, monkeypatch):
         [0, 1, 2],
         saves=3,
         save_interval_steps=50,
-        step_seconds=0.5,
+        step_seconds=0.25,
         meta={"config_hash": "x"},
-        steps_between_saves=2,
+        steps_during_save=2,
         clock=lambda: float(next(ticks)),
     )
-    assert seen == [0, 1, 2, 0, 1, 2]  # two steps before each of the three saves, batches cycled
+    assert seen == [0, 1, 2, 0, 1, 2]  # two steps during each of the three saves, batches cycled
     assert float(final["w"][0, 0]) == pytest.approx(float(state["w"][0, 0]) + 6.0)
-    # Clock reads per save: start, save returned, wait returned -> 1 tick blocked, 2 ticks durable.
-    assert cost.blocking_seconds == (1.0, 1.0, 1.0) and cost.save_seconds == (2.0, 2.0, 2.0)
+    # Clock reads per save: start, save returned, steps done, wait returned -> 1 tick blocked,
+    # 2 ticks for save + steps (minus 2 x 0.25 s of steady-state steps = 1.5 s stall), 3 durable.
+    assert cost.blocking_seconds == (1.0, 1.0, 1.0) and cost.save_seconds == (3.0, 3.0, 3.0)
+    assert cost.stall_seconds == (1.5, 1.5, 1.5)
     assert cost.checkpoint_bytes >= 64 * 64 * 4 * 0.5  # random float32 data barely compresses
-    assert cost.amortized_overhead_percent == pytest.approx(100 * 1.0 / (50 * 0.5))
+    assert cost.amortized_overhead_percent == pytest.approx(100 * 1.5 / (50 * 0.25))
     assert list(scratch.iterdir()) == []  # the temporary checkpoint directory is gone
     with pytest.raises(ValueError):
         measure_checkpoint_cost(step, state, [0], saves=0, save_interval_steps=1, step_seconds=1.0)
@@ -479,9 +488,9 @@ def test_bench_checkpoint_cost_on_cpu(tmp_path, monkeypatch, capsys):
     # The saved state holds the float32 parameters (+ Adam moments): at least the parameters.
     assert cost["checkpointBytes"] >= 4 * result["model"]["paramCount"] * 0.5
     assert cost["stepTimeSeconds"] == pytest.approx(result["steadyState"]["stepTimeMs"] / 1e3)
-    assert cost["amortizedOverheadPercent"] == pytest.approx(
-        100 * cost["blockingSecondsP50"] / (25 * cost["stepTimeSeconds"])
-    )
+    assert cost["stepsDuringSave"] == 20
+    lost = max(cost["blockingSecondsP50"], cost["stallSecondsP50"], 0.0)
+    assert cost["amortizedOverheadPercent"] == pytest.approx(100 * lost / (25 * cost["stepTimeSeconds"]))
     assert list(scratch.iterdir()) == []  # temporary checkpoints removed
     assert [p.name for p in artifacts.iterdir()] == ["benchmark.json"]  # no checkpoints in the artifacts
     assert not (tmp_path / "artifacts").exists()

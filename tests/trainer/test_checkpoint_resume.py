@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import fsspec
 import jax
@@ -110,6 +111,97 @@ def test_s3_mirror_layout_and_uncommitted_steps(s3_bucket):
     assert ckpt.all_steps() == [1]
     assert ckpt.restore("latest", _target()).step == 1
     ckpt.close()
+
+
+def test_save_returns_before_the_write_and_keeps_a_copy_of_the_state(tmp_path, monkeypatch):
+    """The background save writes a device snapshot: the caller may donate (here: delete) the
+    state as soon as save() returns, and the checkpoint still holds the values it had."""
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1, max_to_keep=3)
+    started, release = threading.Event(), threading.Event()
+    real_save = ckpt._manager.save
+
+    def slow_save(*args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt._manager, "save", slow_save)
+    state = _state(7.0)
+    ckpt.save(1, state, {"step": 1})  # returns while Orbax has not even started
+    assert started.wait(30)
+    for leaf in jax.tree.leaves(state):
+        leaf.delete()  # what the donating train step does to the live state
+    release.set()
+    ckpt.wait()
+    restored = ckpt.restore("latest", _target())
+    np.testing.assert_array_equal(restored.state["w"], np.full((3, 2), 7.0))
+    ckpt.close()
+
+
+def test_save_without_room_for_a_snapshot_saves_in_the_calling_thread(tmp_path, monkeypatch):
+    from tunix_trainer import checkpoint as checkpoint_module
+
+    monkeypatch.setattr(checkpoint_module, "has_room_for_copy", lambda state: False)
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1, max_to_keep=3)
+    threads = []
+    real_save = ckpt._manager.save
+
+    def recording_save(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(ckpt._manager, "save", recording_save)
+    ckpt.save(1, _state(3.0), {"step": 1})
+    assert threads == [threading.main_thread()]
+    ckpt.close()
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1, max_to_keep=3)
+    np.testing.assert_array_equal(ckpt.restore("latest", _target()).state["w"], np.full((3, 2), 3.0))
+    ckpt.close()
+
+
+def test_a_failed_background_save_is_raised_by_wait(tmp_path, monkeypatch):
+    ckpt = Checkpointer(str(tmp_path / "ckpt"), save_interval_steps=1, max_to_keep=3)
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt._manager, "save", broken_save)
+    ckpt.save(1, _state(1.0), {"step": 1})
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.wait()
+    ckpt.close()
+
+
+class _FakeDevice:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+class _FakeShard:
+    def __init__(self, device, nbytes):
+        self.device, self.data = device, SimpleNamespace(nbytes=nbytes)
+
+
+class _FakeArray:
+    def __init__(self, *shards):
+        self.addressable_shards = list(shards)
+
+
+def test_room_for_a_snapshot_counts_every_device_against_its_peak_use():
+    from tunix_trainer.checkpoint import has_room_for_copy
+
+    roomy = _FakeDevice({"bytes_limit": 1000, "bytes_in_use": 100, "peak_bytes_in_use": 400})
+    tight = _FakeDevice({"bytes_limit": 1000, "bytes_in_use": 100, "peak_bytes_in_use": 900})
+    cpu = _FakeDevice(None)
+    two_leaves = {"a": _FakeArray(_FakeShard(roomy, 300)), "b": _FakeArray(_FakeShard(roomy, 300))}
+    assert has_room_for_copy(two_leaves)
+    # 700 bytes of state on one device with 600 free after the peak: no snapshot.
+    assert not has_room_for_copy([_FakeArray(_FakeShard(roomy, 400)), _FakeArray(_FakeShard(roomy, 300))])
+    assert not has_room_for_copy([_FakeArray(_FakeShard(roomy, 50), _FakeShard(tight, 150))])
+    assert has_room_for_copy([_FakeArray(_FakeShard(cpu, 10**12))])  # no statistics: the host
 
 
 # -- training: preemption, resume, divergence ---------------------------------------------------

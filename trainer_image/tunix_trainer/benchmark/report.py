@@ -204,11 +204,12 @@ def format_bytes(n: int | None) -> str:
 
 
 def format_checkpoint_cost(cost: CheckpointCost) -> str:
-    """One table line: blocking and durable save times, size, and the amortised overhead."""
+    """One table line: blocking, stall and durable save times, size, and the amortised overhead."""
     verdict = "within" if cost.within_budget else "OVER"
     return (
         f"{cost.saves} saves of {format_bytes(cost.checkpoint_bytes)}: "
         f"blocking p50 {cost.blocking_p50 * 1e3:.1f} ms (max {cost.blocking_max * 1e3:.1f} ms), "
+        f"stall p50 {cost.stall_p50 * 1e3:.1f} ms over {cost.steps_during_save} steps, "
         f"durable p50 {cost.save_p50:.3f} s; "
         f"every {cost.save_interval_steps} steps = {cost.amortized_overhead_percent:.3f}% of training time "
         f"({verdict} the {OVERHEAD_BUDGET_PERCENT:g}% budget)"

@@ -20,7 +20,7 @@ from typing import Any
 import jax
 
 from tunix_api.training import BenchmarkSpec
-from tunix_trainer.benchmark.checkpoint_probe import STEPS_BETWEEN_SAVES, measure_checkpoint_cost
+from tunix_trainer.benchmark.checkpoint_probe import STEPS_DURING_SAVE, measure_checkpoint_cost
 from tunix_trainer.benchmark.hardware import describe_devices, peak_flops, peak_memory_bytes
 from tunix_trainer.benchmark.output import upload_directory
 from tunix_trainer.benchmark.report import BenchmarkResult, Workload
@@ -77,7 +77,7 @@ def run_benchmark(
 
     profile_steps = settings.profile_steps if settings.profile else 0
     loop_steps = 1 + settings.warmup_steps + 2 * settings.measure_steps + profile_steps
-    total_steps = loop_steps + checkpoint_saves * STEPS_BETWEEN_SAVES
+    total_steps = loop_steps + checkpoint_saves * STEPS_DURING_SAVE
     staged = [
         put_batch(next(batches), mesh, training.grad_accum_steps)
         for _ in range(min(MAX_STAGED_BATCHES, total_steps))
