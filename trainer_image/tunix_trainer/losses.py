@@ -16,29 +16,22 @@ import jax
 import jax.numpy as jnp
 
 
-def _shifted_log_sum_exp(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(row maximum [..., 1], log(sum(exp(logits - maximum))) [...]), both float32: the
-    log-sum-exp kept in two parts so that ``logits - peak`` stays exact at large magnitudes."""
+def _forward(logits: jax.Array, targets: jax.Array):
+    """The per-token cross-entropy and the residuals of the backward pass: the logits, the
+    targets, the row maximum [..., 1] and ``log(sum(exp(logits - maximum)))`` [...] (float32).
+    The log-sum-exp is kept in these two parts so that ``logits - maximum`` stays exact at large
+    magnitudes."""
     peak = jnp.max(logits, axis=-1, keepdims=True).astype(jnp.float32)
     log_sum = jnp.log(jnp.sum(jnp.exp(logits.astype(jnp.float32) - peak), axis=-1))
-    return peak, log_sum
-
-
-def _cross_entropy(logits: jax.Array, targets: jax.Array, peak: jax.Array, log_sum: jax.Array) -> jax.Array:
     target = jnp.take_along_axis(logits, targets[..., None], axis=-1).astype(jnp.float32)
-    return log_sum - (target - peak)[..., 0]
+    return log_sum - (target - peak)[..., 0], (logits, targets, peak, log_sum)
 
 
 @jax.custom_vjp
 def softmax_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Per-token ``logsumexp(logits) - logits[target]`` in float32; ``logits`` [..., V] in any
     float dtype, ``targets`` [...] integer ids in ``[0, V)``. Differentiable in ``logits``."""
-    return _cross_entropy(logits, targets, *_shifted_log_sum_exp(logits))
-
-
-def _forward(logits: jax.Array, targets: jax.Array):
-    peak, log_sum = _shifted_log_sum_exp(logits)
-    return _cross_entropy(logits, targets, peak, log_sum), (logits, targets, peak, log_sum)
+    return _forward(logits, targets)[0]
 
 
 def _backward(residuals, cotangent: jax.Array):
