@@ -1,13 +1,14 @@
 # The two README commands:
 #   make run   - set up, seed the golden dataset, train examples/run.yaml locally (no cluster)
-#   make test  - set up, lint, check generated files, run the whole test suite
+#   make test  - set up, build the local control plane (first time: ~30 min), lint, check generated files,
+#                run the whole test suite against it
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 GOLDEN := data/golden/golden.jsonl
 
-.PHONY: run test lint crds clean
+.PHONY: run test lint crds cluster clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,12 @@ lint: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/python tools/gen_crd.py
 
-test: $(STAMP)
+# The real Kubernetes control plane (and kubectl, helm) the tests run against, from the Go modules of
+# tests/cluster/go.mod; cached in .cache/cluster-bin, rebuilt only when the module changes.
+cluster:
+	tools/build_cluster.sh
+
+test: $(STAMP) cluster
 	$(BIN)/ruff check .
 	$(BIN)/python tools/gen_crd.py --check
 	$(BIN)/python -m pytest

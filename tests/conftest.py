@@ -6,4 +6,4 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-pytest_plugins = ["tests.kubeemu.fixtures", "tests.s3"]
+pytest_plugins = ["tests.cluster.fixtures", "tests.s3"]

@@ -1,8 +1,9 @@
-"""The whole flow through the real kubectl binary and the real operator entry point.
+"""The whole flow on the real control plane, through the real kubectl, with the real trainer.
 
-The operator runs as ``python -m tunix_operator --kubeconfig ...`` (a separate process that
-knows only a kubeconfig); the simulated kubelet plays the trainer: it writes progress.json and
-ends the pod with a JSON summary as termination message.
+The operator runs as ``python -m tunix_operator --kubeconfig <the chart's ServiceAccount>`` (a
+separate process that knows only a kubeconfig and holds only the chart's RBAC); the process kubelet
+runs the trainer image's command (``tunix-train``) as a local process of this venv, with the run's
+ConfigMap mounted at /etc/tunix and its checkpoint volume (a provisioned PV) at /checkpoints.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -21,17 +22,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubeemu import ContainerResult, EmulatedCluster, SimulatedKubelet
-from tests.kubeemu.fixtures import kubectl
+from tests.cluster.controlplane import ControlPlane, free_port
+from tests.cluster.fixtures import OperatorIdentity, kubectl, kubectl_binary
+from tests.cluster.kubelet import Node, ProcessKubelet
 
 pytestmark = pytest.mark.e2e
-SUMMARY = {"finalLoss": 1.75, "totalSteps": 20, "avgTokensPerSecond": 300.0, "provenance": {"image": "test"}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
+E2E_IMAGE = "tunix/trainer:e2e"
+STEPS = 30
 
 
 def http_get(url: str, timeout: float = 30.0) -> str:
@@ -55,7 +53,7 @@ def artifacts(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 def operator_process(
-    kubeconfig: pathlib.Path, artifacts: pathlib.Path, tmp_path: pathlib.Path
+    operator_identity: OperatorIdentity, namespace: str, artifacts: pathlib.Path, tmp_path: pathlib.Path
 ) -> Iterator[dict[str, Any]]:
     ports = {"metrics": free_port(), "liveness": free_port()}
     env = {
@@ -63,91 +61,97 @@ def operator_process(
         "TUNIX_ARTIFACTS_BASE_URI": artifacts.as_uri(),
         "TUNIX_RESYNC_INTERVAL_SECONDS": "1",
         "TUNIX_PROGRESS_INTERVAL_SECONDS": "0.5",
-        "TUNIX_DEFAULT_IMAGE": "tunix/trainer:e2e",
+        "TUNIX_DEFAULT_IMAGE": E2E_IMAGE,
     }
-    log = (tmp_path / "operator.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tunix_operator",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--standalone",
-            "--metrics-port",
-            str(ports["metrics"]),
-            "--liveness",
-            f"http://127.0.0.1:{ports['liveness']}/healthz",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield {"process": process, "ports": ports, "log": tmp_path / "operator.log"}
-    finally:
-        process.terminate()
+    log_path = tmp_path / "operator.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tunix_operator", "--kubeconfig", str(operator_identity.kubeconfig),
+             "--namespace", namespace, "--standalone", "--metrics-port", str(ports["metrics"]),
+             "--liveness", f"http://127.0.0.1:{ports['liveness']}/healthz"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            yield {"process": process, "ports": ports, "log": log_path}
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
-def trainer(artifacts: pathlib.Path) -> Any:
-    def run(pod: dict[str, Any]) -> ContainerResult:
-        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        out = artifacts / env["TUNIX_NAMESPACE"] / env["TUNIX_RUN_NAME"]
-        out.mkdir(parents=True, exist_ok=True)
-        progress = {"step": 10, "totalSteps": 20, "loss": 2.0, "updatedAt": "2099-01-01T00:00:00Z"}
-        (out / "progress.json").write_text(json.dumps(progress))
-        time.sleep(1.5)
-        return ContainerResult(exit_code=0, message=json.dumps(SUMMARY))
-
-    return run
+@pytest.fixture
+def trainer_kubelet(control_plane: ControlPlane, tmp_path: pathlib.Path) -> Iterator[ProcessKubelet]:
+    """One CPU node whose kubelet runs the trainer image as local processes of this venv."""
+    with ProcessKubelet(
+        control_plane.api_client(), tmp_path / "kubelet", nodes=(Node(f"cpu-{tmp_path.name[-12:]}"),),
+        images={E2E_IMAGE: "process"}, path_prefix=(str(pathlib.Path(sys.executable).parent),),
+    ) as kubelet:  # fmt: skip
+        yield kubelet
+        assert not kubelet.errors, kubelet.errors
 
 
-def test_apply_wait_describe_delete(
-    cluster: EmulatedCluster,
-    kubeconfig: pathlib.Path,
-    artifacts: pathlib.Path,
-    operator_process: dict[str, Any],
-    tmp_path: pathlib.Path,
-) -> None:
-    manifest = yaml.safe_load(pathlib.Path("examples/run.yaml").read_text())
+def golden_dataset(directory: pathlib.Path) -> pathlib.Path:
+    path = directory / "golden.jsonl"
+    subprocess.run([sys.executable, str(REPO / "tools" / "seed_golden_dataset.py"), "--output", str(path)],
+                   check=True, capture_output=True)  # fmt: skip
+    return path
+
+
+def run_yaml(tmp_path: pathlib.Path) -> pathlib.Path:
+    """examples/run.yaml, shortened, on a checkpoint volume, with the dataset at an absolute path."""
+    manifest = yaml.safe_load((REPO / "examples" / "run.yaml").read_text())
     manifest["metadata"]["name"] = "e2e"
-    manifest["spec"]["accelerator"] = {"type": "nvidia.com/gpu", "countPerHost": 1}
+    spec = manifest["spec"]
+    spec["dataset"]["uri"] = str(golden_dataset(tmp_path))
+    spec["training"].update({"steps": STEPS, "warmupSteps": 5})
+    spec["checkpoint"].update({"saveIntervalSteps": 10, "volume": {"size": "1Gi", "reclaimPolicy": "Delete"}})
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(manifest))
+    return path
 
-    with SimulatedKubelet(cluster, runner=trainer(artifacts)):
-        kubectl(kubeconfig, "apply", "-f", str(path))
-        kubectl(
-            kubeconfig,
-            "wait",
-            "trun/e2e",
-            "--for=jsonpath={.status.phase}=Succeeded",
-            "--timeout=60s",
-            timeout=70,
-        )
 
-    get = lambda expr: kubectl(kubeconfig, "get", "trun", "e2e", "-o", f"jsonpath={expr}").stdout  # noqa: E731
-    assert get("{.status.summary.finalLoss}") == "1.75"
-    assert get("{.status.progress.stepOfTotal}") == "20/20"
-    assert get("{.status.attempt}") == "0"
-    jobs = kubectl(
-        kubeconfig, "get", "jobs", "-l", "tunix.dev/run=e2e", "-o", "jsonpath={.items[*].metadata.name}"
-    )
-    assert jobs.stdout == "e2e-0"
-    gpu = kubectl(
-        kubeconfig,
-        "get",
-        "job",
-        "e2e-0",
-        "-o",
-        "jsonpath={.spec.template.spec.containers[0].resources.limits.nvidia\\.com/gpu}",
-    )
-    assert gpu.stdout == "1"
+def test_apply_watch_wait_describe_delete_with_the_real_trainer(
+    kubeconfig: pathlib.Path,
+    namespace: str,
+    artifacts: pathlib.Path,
+    operator_process: dict[str, Any],
+    trainer_kubelet: ProcessKubelet,
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    watch = subprocess.Popen([kubectl_binary(), "get", "trun", "-w"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        kubectl(kubeconfig, "apply", "-f", str(run_yaml(tmp_path)))
+        waited = kubectl(kubeconfig, "wait", "trun/e2e", "--for=jsonpath={.status.phase}=Succeeded",
+                         "--timeout=180s", timeout=200, check=False)  # fmt: skip
+        if waited.returncode != 0:
+            pods = kubectl(kubeconfig, "get", "pods", "-o", "yaml", check=False).stdout
+            logs = [trainer_kubelet.logs(p["metadata"]["name"]) for p in yaml.safe_load(pods)["items"]]
+            run = kubectl(kubeconfig, "get", "trun", "e2e", "-o", "yaml").stdout
+            raise AssertionError(
+                f"not Succeeded: {waited.stderr}\n{run}"
+                f"\ntrainer logs: {logs}\noperator: {operator_process['log'].read_text()[-3000:]}"
+            )
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        watched, _ = watch.communicate(timeout=10)
+
+    # `kubectl get -w` streamed the server-printed columns through the phases.
+    rows = [line.split() for line in watched.splitlines()]
+    assert rows[0][:6] == ["NAME", "PHASE", "STEP", "LOSS", "TOKENS/S", "RESTARTS"], watched
+    assert {row[1] for row in rows[1:]} >= {"Running", "Succeeded"}, watched
+    final = kubectl(kubeconfig, "get", "trun", "e2e").stdout.splitlines()[1].split()
+    assert final[:3] == ["e2e", "Succeeded", f"{STEPS}/{STEPS}"]
+
+    status = json.loads(kubectl(kubeconfig, "get", "trun", "e2e", "-o", "json").stdout)["status"]
+    summary = status["summary"]
+    assert summary["totalSteps"] == STEPS and summary["finalLoss"] < 5.0
+    records = [json.loads(line) for line in (artifacts / namespace / "e2e" / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    assert status["metricsUri"].endswith(f"/{namespace}/e2e/metrics.jsonl")
 
     described = kubectl(kubeconfig, "describe", "trun", "e2e").stdout
     assert "Succeeded" in described and "Created" in described
@@ -156,7 +160,34 @@ def test_apply_wait_describe_delete(
     assert 'tunix_runs{phase="Succeeded"} 1.0' in metrics
     assert http_get(f"http://127.0.0.1:{operator_process['ports']['liveness']}/healthz")
 
-    kubectl(kubeconfig, "delete", "trun", "e2e", "--wait=true", "--timeout=30s", timeout=40)
-    left = kubectl(kubeconfig, "get", "jobs,configmaps", "-l", "tunix.dev/run=e2e", "-o", "name").stdout
+    kubectl(kubeconfig, "delete", "trun", "e2e", "--wait=true", "--timeout=60s", timeout=70)
+    left = kubectl(kubeconfig, "get", "jobs,configmaps,pvc", "-l", "tunix.dev/run=e2e", "-o", "name").stdout
     assert left.strip() == ""
     assert operator_process["process"].poll() is None, operator_process["log"].read_text()[-3000:]
+
+
+def test_explain_documents_every_field(kubeconfig: pathlib.Path) -> None:
+    """``kubectl explain`` reads the server's OpenAPI v3: every spec and status field has a description."""
+    explained = kubectl(kubeconfig, "explain", "tunixrun.spec.training.steps").stdout
+    assert "DESCRIPTION" in explained and "<empty>" not in explained
+    recursive = kubectl(kubeconfig, "explain", "tunixrun.spec", "--recursive").stdout
+    assert "training" in recursive and "checkpoint" in recursive
+    document = json.loads(kubectl(kubeconfig, "get", "--raw", "/openapi/v3/apis/tunix.dev/v1alpha1").stdout)
+    schema = document["components"]["schemas"]["dev.tunix.v1alpha1.TunixRun"]
+    missing = [path for path in _undocumented(schema["properties"]["spec"], "spec")]
+    missing += [path for path in _undocumented(schema["properties"]["status"], "status")]
+    assert not missing, f"{len(missing)} fields without a description: {missing}"
+
+
+def _undocumented(node: dict[str, Any], path: str) -> Iterator[str]:
+    if not node.get("description"):
+        yield path
+    for name, child in (node.get("properties") or {}).items():
+        yield from _undocumented(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict) and node["items"].get("properties"):
+        for name, child in node["items"]["properties"].items():
+            yield from _undocumented(child, f"{path}[].{name}")
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and extra.get("properties"):
+        for name, child in extra["properties"].items():
+            yield from _undocumented(child, f"{path}{{}}.{name}")

@@ -1,4 +1,4 @@
-"""Fixtures: the emulated cluster (tests.kubeemu) and the operator running against it."""
+"""Fixtures: the real control plane (tests.cluster) and the operator running against it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import kubernetes
 import pytest
 
+from tests.cluster.fixtures import OperatorIdentity
 from tests.integration.harness import Api, OperatorThread, fast_settings
-from tests.kubeemu import EmulatedCluster
 
 
 @pytest.fixture
@@ -22,15 +22,16 @@ def artifacts_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 
 @pytest.fixture
 def start_operator(
-    cluster: EmulatedCluster,
-    artifacts_dir: pathlib.Path,
+    operator_identity: OperatorIdentity, namespace: str, artifacts_dir: pathlib.Path
 ) -> Iterator[Callable[..., OperatorThread]]:
-    """Start (and at the end stop) operators; keyword arguments override the fast test settings."""
+    """Start (and at the end stop) operators watching the test's namespace; keyword arguments override
+    the fast test settings."""
     started: list[OperatorThread] = []
 
     def start(**overrides: Any) -> OperatorThread:
+        overrides.setdefault("watch_namespaces", (namespace,))
         settings = fast_settings(artifacts_dir.as_uri(), **overrides)
-        op = OperatorThread(cluster.url, cluster.api_client(), settings).start()
+        op = OperatorThread(operator_identity, settings).start()
         started.append(op)
         return op
 
@@ -45,10 +46,6 @@ def operator(start_operator: Callable[..., OperatorThread]) -> OperatorThread:
 
 
 @pytest.fixture
-def api(cluster: EmulatedCluster) -> kubernetes.client.ApiClient:
-    return cluster.api_client()
-
-
-@pytest.fixture
-def k8s(api: kubernetes.client.ApiClient) -> Api:
-    return Api(api)
+def k8s(admin_api: kubernetes.client.ApiClient, namespace: str) -> Api:
+    """The test's (admin) view of its namespace."""
+    return Api(admin_api, namespace)

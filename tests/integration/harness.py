@@ -1,4 +1,5 @@
-"""Run the real operator (kopf + handlers) in a thread against the emulated API server."""
+"""Run the real operator (kopf + handlers) in a thread against the real API server, as the chart's
+ServiceAccount (its token and RBAC), watching only the test's namespace."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any, TypeVar
 import kopf
 import kubernetes
 
-from tests.kubeemu import SimulatedKubelet
+from tests.cluster.fixtures import OperatorIdentity
+from tests.cluster.kubelet import ProcessKubelet
 from tunix_operator.handlers import build_registry
 from tunix_operator.kube import KubeClient
 from tunix_operator.metrics import OperatorMetrics
@@ -20,10 +22,7 @@ from tunix_operator.settings import OperatorSettings
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "tunix.dev", "v1alpha1", "tunixruns"
-# The reconciler's kubernetes client sends this User-Agent, so the emulator's request log tells the
-# operator's own calls (this, and ``kopf/<version>``) from the test's client and the simulated kubelet.
-OPERATOR_USER_AGENT = "tunix-operator-test/1"
-NS = "default"  # where the integration tests create their runs
+OPERATOR_USER_AGENT = "tunix-operator-test/1"  # the reconciler's client's User-Agent
 
 
 def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings:
@@ -45,15 +44,16 @@ class OperatorThread:
     """``kopf.operator`` with the project's registry, in its own thread and event loop.
 
     Like ``tunix-operator``, it serves ``settings.watch_namespaces`` (empty: cluster-wide) and peers
-    unless ``settings.standalone``. ``api_client`` is the reconciler's client; its User-Agent is set
-    to :data:`OPERATOR_USER_AGENT`.
+    unless ``settings.standalone``. Both kopf and the reconciler authenticate as ``identity`` (the
+    chart's ServiceAccount); the reconciler's User-Agent is :data:`OPERATOR_USER_AGENT`.
     """
 
-    def __init__(
-        self, server: str, api_client: kubernetes.client.ApiClient, settings: OperatorSettings
-    ) -> None:
-        self.server = server
+    def __init__(self, identity: OperatorIdentity, settings: OperatorSettings) -> None:
+        self.identity = identity
         self.settings = settings
+        api_client = identity.api_client()
+        self.server = api_client.configuration.host
+        self.ca_path = api_client.configuration.ssl_ca_cert
         api_client.user_agent = OPERATOR_USER_AGENT
         self.metrics = OperatorMetrics()
         self.reconciler = Reconciler(KubeClient(api_client), settings)
@@ -63,7 +63,9 @@ class OperatorThread:
         self.error: BaseException | None = None
 
     def _login(self, **_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=self.server, insecure=True, default_namespace="default")
+        return kopf.ConnectionInfo(
+            server=self.server, ca_path=self.ca_path, token=self.identity.token, default_namespace="default"
+        )
 
     def _main(self) -> None:
         registry = build_registry(self.reconciler, self.settings, self.metrics, login=self._login)
@@ -119,7 +121,7 @@ def wait_for(fn: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
     raise AssertionError(f"timed out waiting for {what or fn}: last value {last!r}")
 
 
-def run_manifest(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
+def run_manifest(name: str, namespace: str | None = None, **spec: Any) -> dict[str, Any]:
     body = {
         "dataset": {"uri": "data/golden/golden.jsonl"},
         "training": {"steps": 20, "batchSize": 4, "seqLen": 32},
@@ -129,7 +131,7 @@ def run_manifest(name: str, namespace: str = "default", **spec: Any) -> dict[str
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TunixRun",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
         "spec": body,
     }
 
@@ -138,7 +140,7 @@ def run_manifest(name: str, namespace: str = "default", **spec: Any) -> dict[str
 class Api:
     """The tests' view of the cluster: runs, Jobs and events in one namespace."""
 
-    def __init__(self, client: kubernetes.client.ApiClient, namespace: str = NS) -> None:
+    def __init__(self, client: kubernetes.client.ApiClient, namespace: str) -> None:
         self.ns = namespace
         self.custom = kubernetes.client.CustomObjectsApi(client)
         self.batch = kubernetes.client.BatchV1Api(client)
@@ -190,6 +192,7 @@ def phase_is(k8s: Api, name: str, phase: str, attempt: int | None = None) -> Cal
 
 
 def pod_of(
-    kubelet: SimulatedKubelet, name: str, attempt: int, phase: str | None = "Running"
+    kubelet: ProcessKubelet, name: str, attempt: int, phase: str | None = "Running", timeout: float = 20
 ) -> dict[str, Any]:
-    return kubelet.wait_for_pods(f"tunix.dev/run={name},tunix.dev/attempt={attempt}", phase=phase)[0]
+    selector = f"tunix.dev/run={name},tunix.dev/attempt={attempt}"
+    return kubelet.wait_for_pods(selector, phase=phase, timeout=timeout)[0]

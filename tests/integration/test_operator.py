@@ -1,4 +1,5 @@
-"""The operator (kopf + handlers + reconciler) against the emulated API server and simulated kubelet."""
+"""The operator (kopf + handlers + reconciler) on the real control plane: the real Job controller,
+garbage collector and scheduler, and the process kubelet (simulated trainer containers)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pathlib
 
 import kubernetes
 
-from tests.integration.harness import NS, Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
-from tests.kubeemu import EmulatedCluster, SimulatedKubelet
+from tests.cluster.fixtures import TRAINER_IMAGE
+from tests.cluster.kubelet import Node, ProcessKubelet
+from tests.integration.harness import Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
 
 SUMMARY = {
     "finalLoss": 1.5,
@@ -23,7 +25,7 @@ SUMMARY = {
 
 
 def test_create_makes_job_with_gpu_volume_env_and_resume(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
 ) -> None:
     k8s.create_run(
         run_manifest(
@@ -42,20 +44,20 @@ def test_create_makes_job_with_gpu_volume_env_and_resume(
     assert env["EXTRA"] == "1" and env["TUNIX_ATTEMPT"] == "0"
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "gpu-checkpoints"
-    assert k8s.core.read_namespaced_persistent_volume_claim("gpu-checkpoints", NS)
-    assert k8s.core.read_namespaced_config_map("gpu-config", NS).data["run.yaml"]
+    assert k8s.core.read_namespaced_persistent_volume_claim("gpu-checkpoints", k8s.ns)
+    assert k8s.core.read_namespaced_config_map("gpu-config", k8s.ns).data["run.yaml"]
     assert job["metadata"]["ownerReferences"][0]["uid"] == k8s.run("gpu")["metadata"]["uid"]
     wait_for(phase_is(k8s, "gpu", "Running"), what="Running")
     status = k8s.status("gpu")
-    assert status["attempt"] == 0 and status["metricsUri"].endswith("/default/gpu/metrics.jsonl")
+    assert status["attempt"] == 0 and status["metricsUri"].endswith(f"/{k8s.ns}/gpu/metrics.jsonl")
 
 
 def test_progress_then_success_with_summary(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api, artifacts_dir: pathlib.Path
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api, artifacts_dir: pathlib.Path
 ) -> None:
     k8s.create_run(run_manifest("prog"))
     pod = pod_of(kubelet, "prog", 0)
-    run_dir = artifacts_dir / NS / "prog"
+    run_dir = artifacts_dir / k8s.ns / "prog"
     run_dir.mkdir(parents=True)
     progress = {
         "step": 12,
@@ -80,7 +82,7 @@ def test_progress_then_success_with_summary(
 
 
 def test_preemption_creates_new_attempt_without_spending_restarts(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
 ) -> None:
     k8s.create_run(run_manifest("pre"))
     pod = pod_of(kubelet, "pre", 0)
@@ -94,7 +96,7 @@ def test_preemption_creates_new_attempt_without_spending_restarts(
 
 
 def test_fatal_exit_fails_without_new_job(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
 ) -> None:
     k8s.create_run(run_manifest("fatal"))
     pod = pod_of(kubelet, "fatal", 0)
@@ -108,7 +110,7 @@ def test_fatal_exit_fails_without_new_job(
     assert status["restarts"] == 0
 
 
-def test_retry_budget_spent_fails(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+def test_retry_budget_spent_fails(operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api) -> None:
     k8s.create_run(run_manifest("retry"))  # maxRestarts 1, backoff 0
     kubelet.terminate(pod_of(kubelet, "retry", 0)["metadata"]["name"], exit_code=1, message="crash 1")
     kubelet.terminate(pod_of(kubelet, "retry", 1)["metadata"]["name"], exit_code=1, message="crash 2")
@@ -120,7 +122,7 @@ def test_retry_budget_spent_fails(operator: OperatorThread, kubelet: SimulatedKu
     assert k8s.jobs("retry") == ["retry-1"]
 
 
-def test_suspend_and_resume(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+def test_suspend_and_resume(operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api) -> None:
     k8s.create_run(run_manifest("sus"))
     pod_of(kubelet, "sus", 0)
     k8s.patch_spec("sus", {"suspend": True})
@@ -135,9 +137,7 @@ def test_suspend_and_resume(operator: OperatorThread, kubelet: SimulatedKubelet,
     assert "Suspended" in reasons and "Resumed" in reasons
 
 
-def test_operator_restart_mid_run_keeps_state(
-    start_operator, kubelet: SimulatedKubelet, k8s: Api, cluster: EmulatedCluster
-) -> None:
+def test_operator_restart_mid_run_keeps_state(start_operator, kubelet: ProcessKubelet, k8s: Api) -> None:
     first = start_operator()
     k8s.create_run(run_manifest("restart"))
     pod_of(kubelet, "restart", 0)
@@ -153,11 +153,13 @@ def test_operator_restart_mid_run_keeps_state(
     after = k8s.status("restart")
     assert k8s.jobs("restart") == ["restart-0"]
     assert after["attempt"] == 0 and after["startTime"] == before["startTime"]
-    pods = k8s.core.list_namespaced_pod(NS, label_selector="tunix.dev/run=restart", _preload_content=False)
+    pods = k8s.core.list_namespaced_pod(
+        k8s.ns, label_selector="tunix.dev/run=restart", _preload_content=False
+    )
     assert len(json.loads(pods.data)["items"]) == 1
 
 
-def test_delete_removes_children(operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api) -> None:
+def test_delete_removes_children(operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api) -> None:
     k8s.create_run(run_manifest("gone", checkpoint={"volume": {"size": "1Gi"}}))  # Retain: PVC kept
     pod_of(kubelet, "gone", 0)
     k8s.delete_run("gone")
@@ -172,14 +174,14 @@ def test_delete_removes_children(operator: OperatorThread, kubelet: SimulatedKub
     wait_for(run_gone, what="run deleted")
     wait_for(lambda: k8s.jobs("gone") == [], what="jobs deleted")
     wait_for(
-        lambda: not k8s.core.list_namespaced_config_map(NS, label_selector="tunix.dev/run=gone").items,
+        lambda: not k8s.core.list_namespaced_config_map(k8s.ns, label_selector="tunix.dev/run=gone").items,
         what="configmap deleted",
     )
-    assert k8s.core.read_namespaced_persistent_volume_claim("gone-checkpoints", NS)
+    assert k8s.core.read_namespaced_persistent_volume_claim("gone-checkpoints", k8s.ns)
 
 
 def test_malformed_run_fails_while_another_keeps_going(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
 ) -> None:
     bad = run_manifest("bad", training={"steps": 10, "warmupSteps": 50})  # schema-valid, pydantic rejects
     k8s.create_run(bad)
@@ -192,25 +194,41 @@ def test_malformed_run_fails_while_another_keeps_going(
     wait_for(phase_is(k8s, "good", "Running"), what="good Running")
 
 
-def test_image_pull_error_is_reported(start_operator, cluster: EmulatedCluster, k8s: Api) -> None:
-    start_operator()
-    with SimulatedKubelet(cluster, auto_start_pods=False) as kubelet:
-        k8s.create_run(run_manifest("img", image="nope/missing:1"))
-        pod = kubelet.wait_for_pods("tunix.dev/run=img")[0]
-        kubelet.set_waiting(pod["metadata"]["name"], reason="ImagePullBackOff", message="pull access denied")
+def test_image_pull_error_is_reported(operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api) -> None:
+    """The kubelet cannot pull an image it does not have: ErrImagePull, then ImagePullBackOff."""
+    k8s.create_run(run_manifest("img", image="nope/missing:1"))
 
-        def running_reason() -> str | None:
-            conds = k8s.status("img").get("conditions") or []
-            return next((c["reason"] for c in conds if c["type"] == "Running"), None) == "ImagePullBackOff"
+    def running_reason() -> bool:
+        conds = k8s.status("img").get("conditions") or []
+        return next((c["reason"] for c in conds if c["type"] == "Running"), None) == "ImagePullBackOff"
 
-        wait_for(running_reason, what="ImagePullBackOff condition")
-        assert k8s.status("img")["phase"] == "Pending"
-        assert "pull access denied" in k8s.status("img")["message"]
-        assert ("Warning", "ImagePullBackOff") in k8s.events("img")
+    wait_for(running_reason, timeout=30, what="ImagePullBackOff condition")
+    assert k8s.status("img")["phase"] == "Pending"
+    assert "nope/missing:1" in k8s.status("img")["message"]
+    assert ("Warning", "ImagePullBackOff") in k8s.events("img")
+
+
+def test_no_node_with_the_accelerator_is_unschedulable(
+    operator: OperatorThread, control_plane, tmp_path: pathlib.Path, k8s: Api
+) -> None:
+    """The real scheduler finds no node with 4 GPUs: the run says so, Pending."""
+    cpu_only = Node("cpu-only-node")
+    with ProcessKubelet(control_plane.api_client(), tmp_path / "kubelet", nodes=(cpu_only,),
+                        images={TRAINER_IMAGE: "simulated"}):  # fmt: skip
+        k8s.create_run(run_manifest("nogpu", accelerator={"type": "nvidia.com/gpu", "countPerHost": 4}))
+
+        def unschedulable() -> bool:
+            conds = k8s.status("nogpu").get("conditions") or []
+            return any(c.get("reason") == "Unschedulable" for c in conds)
+
+        wait_for(unschedulable, timeout=30, what="Unschedulable condition")
+        status = k8s.status("nogpu")
+        assert status["phase"] == "Pending"
+        assert "nvidia.com/gpu" in status["message"]
 
 
 def test_multi_host_gang_restarts_as_a_whole(
-    operator: OperatorThread, kubelet: SimulatedKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
 ) -> None:
     k8s.create_run(
         run_manifest(
@@ -220,7 +238,7 @@ def test_multi_host_gang_restarts_as_a_whole(
         )
     )
     pods = kubelet.wait_for_pods("tunix.dev/run=gang,tunix.dev/attempt=0", count=2, phase="Running")
-    assert k8s.core.read_namespaced_service("gang", NS).spec.cluster_ip == "None"
+    assert k8s.core.read_namespaced_service("gang", k8s.ns).spec.cluster_ip == "None"
     env = {e["name"]: e.get("value") for e in pods[0]["spec"]["containers"][0]["env"]}
     assert env["TUNIX_COORDINATOR_ADDRESS"] == "gang-0-0.gang:8476" and env["TUNIX_NUM_PROCESSES"] == "2"
     kubelet.evict(pods[1]["metadata"]["name"])

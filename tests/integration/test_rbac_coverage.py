@@ -1,14 +1,14 @@
-"""The Helm chart's RBAC is exactly what the operator uses.
+"""The Helm chart's RBAC is exactly what the operator uses, proven by the real authorizer.
 
-The real operator (kopf + handlers + reconciler) runs on the emulated API server through a whole
-lifecycle that reaches every code path talking to the API. Every request it made (User-Agent
-``kopf/...`` or the harness's :data:`OPERATOR_USER_AGENT`) becomes an RBAC attribute (apiGroup,
-resource[/subresource], verb, namespace) that the chart's rendered rules must allow: namespaced
-calls by the Role in that namespace or the ClusterRole, cluster-wide calls by the ClusterRole only.
-Conversely every permission the chart grants must have been used, or be listed in
-:data:`RARELY_USED` with the reason. Four installs (:data:`MODES`): cluster-wide (default values),
-``watchNamespaces: [<ns>]``, and each with ``replicas: 2`` (kopf peering on the chart's peering
-objects); the operator gets the settings the rendered Deployment gives it.
+The chart's ServiceAccount, Roles and bindings (rendered by the real ``helm``) are applied to the real
+API server, and the real operator (kopf + handlers + reconciler) runs a whole lifecycle, reaching
+every code path that talks to the API, as that ServiceAccount: the RBAC authorizer refuses anything
+the chart does not grant (a refused call fails the lifecycle). The API server's audit log then lists
+every request the ServiceAccount made; every permission the chart grants must have been used, or be
+listed in :data:`RARELY_USED` with the reason. Four installs (:data:`MODES`): cluster-wide (default
+values), ``watchNamespaces: [<ns>]``, and each with ``replicas: 2`` (kopf peering on the chart's
+peering objects); the operator gets the settings the rendered Deployment gives it. Removing one needed
+rule makes the run fail with the server's 403, reported in its status.
 """
 
 from __future__ import annotations
@@ -20,28 +20,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.chart.chart_render import allows, rbac_rules, render
-from tests.integration.harness import (
-    OPERATOR_USER_AGENT,
-    Api,
-    OperatorThread,
-    fast_settings,
-    phase_is,
-    run_manifest,
-    wait_for,
-)
-from tests.kubeemu import EmulatedCluster, SimulatedKubelet
-from tests.kubeemu.server import RequestRecord
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import OperatorIdentity, install_operator_identity, kubectl, render_chart
+from tests.cluster.kubelet import ProcessKubelet
+from tests.integration.harness import Api, OperatorThread, fast_settings, phase_is, run_manifest, wait_for
 from tunix_operator.__main__ import load_settings, parse_args
 from tunix_operator.settings import ENV_PREFIX, OperatorSettings
 
-NS = "team-a"
-TEST_USER_AGENT = "tunix-rbac-test/1"
-KOPF_USER_AGENT_PREFIX = "kopf/"
-# Everyone else that talks to the emulator; a request from anybody else fails the test, so a new
-# client of the operator cannot slip past the filter unnoticed.
-OTHER_USER_AGENTS = {TEST_USER_AGENT, "kubeemu-cluster/1", "kubeemu-kubelet/1"}
 SUMMARY = {"finalLoss": 1.5, "totalSteps": 20, "provenance": {"jax": "0.10.2"}}
 
 Permission = tuple[str, str, str]  # (apiGroup, resource or resource/subresource, verb)
@@ -49,8 +36,9 @@ Permission = tuple[str, str, str]  # (apiGroup, resource or resource/subresource
 # Granted by the chart but never requested in the lifecycle below, each with why it must stay.
 RARELY_USED: dict[Permission, str] = {
     ("tunix.dev", "tunixruns/finalizers", "update"): (
-        "not a request: the OwnerReferencesPermissionEnforcement admission plugin checks it when the "
-        "operator creates children whose ownerReference has blockOwnerDeletion (no admission here)"
+        "not a request: the OwnerReferencesPermissionEnforcement admission plugin (not among the "
+        "default plugins, but common in hardened clusters) checks it when the operator creates "
+        "children whose ownerReference has blockOwnerDeletion"
     ),
 }
 
@@ -71,41 +59,32 @@ MUST_OBSERVE: set[Permission] = {
 }
 
 
-# Chart values of each mode; the operator runs with the settings the chart's Deployment gives it.
-MODES: dict[str, dict[str, Any]] = {
-    "cluster-wide": {},
-    "namespaced": {"watchNamespaces": [NS]},
-    "cluster-wide-peering": {"replicas": 2},
-    "namespaced-peering": {"replicas": 2, "watchNamespaces": [NS]},
+# Chart values of each mode (``--set``; <ns> is the test's namespace); the operator runs with the
+# settings the chart's Deployment gives it.
+MODES: dict[str, tuple[str, ...]] = {
+    "cluster-wide": (),
+    "namespaced": ("watchNamespaces={<ns>}",),
+    "cluster-wide-peering": ("replicas=2",),
+    "namespaced-peering": ("replicas=2", "watchNamespaces={<ns>}"),
 }
 
 
 # --------------------------------------------------------------------------- pure helpers
 
 
-def is_operator(record: RequestRecord) -> bool:
-    return record.user_agent.startswith(KOPF_USER_AGENT_PREFIX) or record.user_agent == OPERATOR_USER_AGENT
+def permission(event: dict[str, Any]) -> Permission:
+    """(apiGroup, resource[/subresource], verb) of one audit event."""
+    ref = event.get("objectRef") or {}
+    resource = ref.get("resource", "")
+    if ref.get("subresource"):
+        resource = f"{resource}/{ref['subresource']}"
+    return (ref.get("apiGroup", ""), resource, event["verb"])
 
 
-def permission(record: RequestRecord) -> Permission:
-    resource = f"{record.resource}/{record.subresource}" if record.subresource else record.resource
-    return (record.api_group, resource, record.verb)
-
-
-def resource_requests(records: Iterable[RequestRecord]) -> list[RequestRecord]:
+def resource_requests(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Requests for API resources; discovery (``/api``, ``/apis/...``, ``/version``) is granted to every
     authenticated user by the built-in ``system:discovery`` ClusterRole, not by the chart."""
-    return [r for r in records if r.resource]
-
-
-def denied(records: Iterable[RequestRecord], objects: Sequence[dict[str, Any]]) -> set[tuple[str, ...]]:
-    """(namespace or '<cluster>', group, resource, verb) of each request the rendered RBAC refuses."""
-    out: set[tuple[str, ...]] = set()
-    for record in records:
-        rules = rbac_rules(objects, record.namespace or None)  # cluster-wide: ClusterRole rules only
-        if not allows(rules, *permission(record)):
-            out.add((record.namespace or "<cluster>", *permission(record)))
-    return out
+    return [e for e in events if (e.get("objectRef") or {}).get("resource")]
 
 
 def operator_container(objects: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -133,21 +112,20 @@ def event_reasons(k8s: Api, run: str) -> set[str]:
     return {reason for _, reason in k8s.events(run)}
 
 
-def running_pods(kubelet: SimulatedKubelet, run: str, attempt: int, count: int = 1) -> list[dict[str, Any]]:
+def running_pods(kubelet: ProcessKubelet, run: str, attempt: int, count: int = 1) -> list[dict[str, Any]]:
     selector = f"tunix.dev/run={run},tunix.dev/attempt={attempt}"
     return kubelet.wait_for_pods(selector, count=count, phase="Running")
 
 
-def full_lifecycle(k8s: Api, kubelet: SimulatedKubelet, artifacts_dir: pathlib.Path) -> None:
-    """Every operator path that talks to the API, on two runs in namespace :data:`NS`."""
+def full_lifecycle(k8s: Api, kubelet: ProcessKubelet, artifacts_dir: pathlib.Path) -> None:
+    """Every operator path that talks to the API, on two runs in the test's namespace."""
     k8s.core.create_namespaced_secret(
-        NS, {"metadata": {"name": "s3-creds"}, "stringData": {"AWS_ACCESS_KEY_ID": "test"}}
+        k8s.ns, {"metadata": {"name": "s3-creds"}, "stringData": {"AWS_ACCESS_KEY_ID": "test"}}
     )
     # "life": PVC, Service (2 hosts), Secret read, progress, preemption, success, TTL.
     k8s.create_run(
         run_manifest(
             "life",
-            NS,
             accelerator={"type": "nvidia.com/gpu", "countPerHost": 1, "hosts": 2},
             checkpoint={"volume": {"size": "1Gi", "reclaimPolicy": "Delete"}},
             storage={"credentialsSecret": "s3-creds"},
@@ -155,11 +133,11 @@ def full_lifecycle(k8s: Api, kubelet: SimulatedKubelet, artifacts_dir: pathlib.P
         )
     )
     # "pause": suspend and resume.
-    k8s.create_run(run_manifest("pause", NS))
+    k8s.create_run(run_manifest("pause"))
 
     running_pods(kubelet, "life", 0, count=2)
     wait_for(phase_is(k8s, "life", "Running"), what="life Running")
-    run_dir = artifacts_dir / NS / "life"
+    run_dir = artifacts_dir / k8s.ns / "life"
     run_dir.mkdir(parents=True)
     progress = {"step": 5, "totalSteps": 20, "loss": 2.0, "updatedAt": "2099-01-01T00:00:00Z"}
     (run_dir / "progress.json").write_text(json.dumps(progress))
@@ -203,58 +181,84 @@ def chart_settings(objects: Sequence[dict[str, Any]], monkeypatch: pytest.Monkey
     return load_settings(parse_args(container.get("args", [])))
 
 
+def install(
+    plane: ControlPlane, workdir: pathlib.Path, mode: str, namespace: str, *, drop: Permission | None = None
+) -> tuple[list[dict[str, Any]], OperatorIdentity]:
+    """The chart's RBAC (and peering objects) for ``mode``, installed under a release of its own;
+    ``drop`` removes one verb from the rendered rules first."""
+    release = f"rbac-{mode}" if drop is None else "rbac-dropped"
+    values = tuple(v.replace("<ns>", namespace) for v in MODES[mode])
+    objects = [d for d in yaml.safe_load_all(render_chart(release=release, values=values)) if d]
+    if drop is not None:
+        group, resource, verb = drop
+        for obj in objects:
+            for rule in obj.get("rules", []) if obj["kind"] in ("Role", "ClusterRole") else []:
+                if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+                    rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+    identity = install_operator_identity(plane, workdir, release=release, objects=objects)
+    peerings = [o for o in objects if o["kind"] in ("KopfPeering", "ClusterKopfPeering")]
+    if peerings:
+        manifests = yaml.safe_dump_all(peerings)
+        kubectl(plane.admin_kubeconfig, "apply", "--server-side", "-f", "-", input=manifests)
+    return objects, identity
+
+
 @pytest.fixture(params=sorted(MODES))
-def values(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return MODES[request.param]
+def mode(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
-@pytest.fixture
-def operator_records(
-    values: dict[str, Any],
-    cluster: EmulatedCluster,
-    kubelet: SimulatedKubelet,
+def test_chart_rbac_is_exactly_what_the_operator_uses(
+    mode: str,
+    control_plane: ControlPlane,
+    namespace: str,
+    kubelet: ProcessKubelet,
+    k8s: Api,
     artifacts_dir: pathlib.Path,
+    tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> list[RequestRecord]:
-    """The operator's resource requests over a full lifecycle, installed as the chart installs it."""
-    objects = render(values)
+) -> None:
+    objects, identity = install(control_plane, tmp_path, mode, namespace)
     chart = chart_settings(objects, monkeypatch)
-    cluster.rest.request("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
-    for peering in objects:  # the chart's kopf peering objects (replicas > 1)
-        if peering["kind"] in ("KopfPeering", "ClusterKopfPeering"):
-            namespace = peering["metadata"].get("namespace")
-            scope = f"/namespaces/{namespace}" if namespace else ""
-            plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
-            cluster.rest.request("POST", f"/apis/kopf.dev/v1{scope}/{plural}", peering)
     settings = fast_settings(
         artifacts_dir.as_uri(),
+        # cluster-wide installs still watch everything; other tests' namespaces hold no runs now
         watch_namespaces=chart.watch_namespaces,
         standalone=chart.standalone,
         peering_name=chart.peering_name,
     )
-    with OperatorThread(cluster.url, cluster.api_client(), settings):
-        test_client = cluster.api_client()
-        test_client.user_agent = TEST_USER_AGENT  # never counted as the operator
-        full_lifecycle(Api(test_client, namespace=NS), kubelet, artifacts_dir)
-    records = cluster.request_log
-    strangers = {r.user_agent for r in records if not is_operator(r)} - OTHER_USER_AGENTS
-    assert not strangers, f"requests from unknown clients: {strangers}"
-    return resource_requests(r for r in records if is_operator(r))
-
-
-def test_chart_rbac_is_exactly_what_the_operator_uses(
-    values: dict[str, Any], operator_records: list[RequestRecord]
-) -> None:
-    objects = render(values)
-    observed = {permission(r) for r in operator_records}
+    since = control_plane.audit_offset()
+    with OperatorThread(identity, settings):
+        full_lifecycle(k8s, kubelet, artifacts_dir)
+    user = f"system:serviceaccount:{identity.namespace}:{identity.service_account}"
+    events = resource_requests(control_plane.audit_events(user=user, since=since))
+    refused = sorted({permission(e) for e in events if e["responseStatus"]["code"] == 403})
+    assert not refused, f"the API server refused: {refused}"
+    observed = {permission(e) for e in events}
     assert observed >= MUST_OBSERVE, f"the lifecycle missed {sorted(MUST_OBSERVE - observed)}"
-    if values.get("watchNamespaces"):  # nothing namespaced outside the watched namespaces
-        assert {r.namespace for r in operator_records} <= {"", *values["watchNamespaces"]}
-    # Every call is allowed (cluster-wide ones by the ClusterRole alone)...
-    refused = denied(operator_records, objects)
-    assert not refused, f"calls the chart does not allow: {sorted(refused)}"
-    # ...and every permission is used, or explained (least privilege).
+    if chart.watch_namespaces:  # nothing namespaced outside the watched namespaces
+        assert {(e.get("objectRef") or {}).get("namespace", "") for e in events} <= {"", namespace}
+    # Every permission is used, or explained (least privilege).
     unused = granted(objects) - observed - RARELY_USED.keys()
     assert not unused, f"granted but never used: {sorted(unused)}"
     stale = (RARELY_USED.keys() & observed) | (RARELY_USED.keys() - granted(objects))
     assert not stale, f"used after all, or not granted: remove from RARELY_USED: {sorted(stale)}"
+
+
+def test_a_missing_rule_fails_the_run_with_the_servers_403(
+    control_plane: ControlPlane,
+    namespace: str,
+    kubelet: ProcessKubelet,
+    k8s: Api,
+    artifacts_dir: pathlib.Path,
+    tmp_path: pathlib.Path,
+) -> None:
+    _, identity = install(control_plane, tmp_path, "namespaced", namespace, drop=("batch", "jobs", "create"))
+    settings = fast_settings(artifacts_dir.as_uri(), watch_namespaces=(namespace,))
+    with OperatorThread(identity, settings):
+        k8s.create_run(run_manifest("denied"))
+        wait_for(phase_is(k8s, "denied", "Failed"), timeout=30, what="Failed")
+    status = k8s.status("denied")
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "CreateFailed"
+    assert "403" in status["message"] and 'cannot create resource \\"jobs\\"' in status["message"], status
+    assert k8s.jobs("denied") == []

@@ -1,2 +1,0 @@
-"""Fixtures of the emulated cluster (tests.kubeemu), for kubectl-driven tests."""
-
