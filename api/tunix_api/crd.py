@@ -26,8 +26,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tunix_api.names import MAX_NAME_LENGTH, NAME_PATTERN
 from tunix_api.run import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, TunixRunSpec, TunixRunStatus
 from tunix_api.training import CEL_RULES
+
+ROOT_MODEL = "TunixRun"  # CEL rules declared for it sit at the schema's root (they read metadata.name)
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 CATEGORIES = ["tunix"]
@@ -51,7 +54,8 @@ _KEPT_KEYS = frozenset(
     }
 )
 _DROPPED_KEYS = frozenset({"title"})
-_CEL_SELF_PATH = re.compile(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+# ``self.a.b`` field paths; a trailing ``.name(`` is a method call (``matches``, ``size``), not a field.
+_CEL_SELF_PATH = re.compile(r"\bself((?:\.[A-Za-z_][A-Za-z0-9_]*(?![A-Za-z0-9_(]))+)")
 
 
 class SchemaConversionError(ValueError):
@@ -264,23 +268,51 @@ def check_references(root: Mapping[str, Any], columns: Iterable[PrinterColumn]) 
 # --------------------------------------------------------------------------- the CRD
 
 
+def metadata_schema() -> dict[str, Any]:
+    """``metadata``: the only restrictions a CRD may declare there are on ``name`` (see ``names``).
+
+    No description on ``metadata`` itself: the API server allows nothing but ``type`` and the name
+    restrictions there, and documents ObjectMeta on its own.
+    """
+    return {
+        "type": "object",
+        "properties": {
+            "name": {
+                "type": "string",
+                "description": "The run's name: a DNS-1123 label of at most "
+                f"{MAX_NAME_LENGTH} characters (lowercase letters, digits and '-'), because the "
+                "operator names the Job <name>-<attempt>, its pods <name>-<attempt>-<index> and, "
+                "for multi-host runs, the headless Service <name> (which must start with a letter).",
+                "maxLength": MAX_NAME_LENGTH,
+                "pattern": NAME_PATTERN,
+            }
+        },
+    }
+
+
 def openapi_schema() -> dict[str, Any]:
     """The structural ``openAPIV3Schema`` of a TunixRun object."""
-    spec = structural_schema(TunixRunSpec.model_json_schema(by_alias=True, mode="validation"), CEL_RULES)
+    model_rules = {model: rules for model, rules in CEL_RULES.items() if model != ROOT_MODEL}
+    spec = structural_schema(TunixRunSpec.model_json_schema(by_alias=True, mode="validation"), model_rules)
     status = structural_schema(TunixRunStatus.model_json_schema(by_alias=True, mode="validation"))
-    status["description"] = "Observed state, written by the operator."
-    return {
+    root: dict[str, Any] = {
         "type": "object",
         "description": "A JAX training (or benchmark) run, executed by the tunix-rt operator as a Job.",
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string", "description": "Versioned schema of this object."},
-            "kind": {"type": "string", "description": "REST resource this object represents."},
-            "metadata": {"type": "object"},
+            "apiVersion": {
+                "type": "string",
+                "description": f"Versioned schema of this object: {GROUP}/{VERSION}.",
+            },
+            "kind": {"type": "string", "description": f"REST resource this object represents: {KIND}."},
+            "metadata": metadata_schema(),
             "spec": spec,
             "status": status,
         },
     }
+    if CEL_RULES.get(ROOT_MODEL):
+        root["x-kubernetes-validations"] = [{"rule": r, "message": m} for r, m in CEL_RULES[ROOT_MODEL]]
+    return root
 
 
 def build_crd(columns: Iterable[PrinterColumn] = PRINTER_COLUMNS) -> dict[str, Any]:

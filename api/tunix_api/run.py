@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, StrictInt, model_validator
 
 from tunix_api.base import ApiModel, OpenModel
+from tunix_api.names import MULTI_HOST_NAME_MESSAGE, SERVICE_NAME_START, name_errors, namespace_errors
 from tunix_api.training import (
     BenchmarkSpec,
     CheckpointSpec,
@@ -46,43 +47,97 @@ class AcceleratorType(enum.StrEnum):
 
 
 class AcceleratorSpec(ApiModel):
-    type: AcceleratorType = Field(AcceleratorType.NONE, description="Extended resource, or none for CPU.")
-    count_per_host: int = Field(1, ge=1, le=64, description="Accelerators per pod.")
-    hosts: int = Field(1, ge=1, le=4096, description="Pods (hosts); >1 runs multi-process JAX.")
+    """The accelerators each pod gets, and how many pods (hosts) an attempt spans."""
+
+    type: AcceleratorType = Field(
+        AcceleratorType.NONE,
+        description="Extended resource each pod requests: nvidia.com/gpu, amd.com/gpu, "
+        "google.com/tpu, or none (default: CPU only).",
+    )
+    count_per_host: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Accelerators per pod (default 1), set as both request and limit; needs a type.",
+    )
+    hosts: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="Pods of each attempt, one Indexed Job (default 1); > 1 runs multi-process JAX, "
+        "the pods meeting through a headless Service named after the run.",
+    )
 
 
 class ResourceRequirements(ApiModel):
-    requests: dict[str, Quantity] | None = None
-    limits: dict[str, Quantity] | None = None
+    """Container resources besides the accelerator, as in a container's resources."""
+
+    requests: dict[str, Quantity] | None = Field(
+        None,
+        description="Resources the scheduler reserves per pod (e.g. cpu: 8, memory: 32Gi); the "
+        "accelerator is added from spec.accelerator.",
+    )
+    limits: dict[str, Quantity] | None = Field(
+        None,
+        description="Most a pod may use (e.g. memory: 64Gi); the accelerator is added from spec.accelerator.",
+    )
 
 
 class Toleration(ApiModel):
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    """As in a Pod's tolerations[]: lets the pods run on nodes with a matching taint."""
+
+    key: str | None = Field(None, description="Taint key to match; empty with operator Exists matches all.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        None, description="Equal (the default): the taint's value must equal value; Exists: any value."
+    )
+    value: str | None = Field(None, description="Taint value to match when operator is Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to match; empty matches every effect."
+    )
+    toleration_seconds: int | None = Field(
+        None,
+        description="For NoExecute: seconds the pod stays on the node after the taint appears; "
+        "unset: for ever.",
+    )
 
 
 class EnvVar(ApiModel):
-    name: str = Field(..., min_length=1)
-    value: str | None = None
-    value_from: dict[str, Any] | None = Field(None, description="As in a Pod's env[].valueFrom.")
+    """An environment variable of the trainer container, as in a container's env[]."""
+
+    name: str = Field(..., min_length=1, description="Variable name.")
+    value: str | None = Field(None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        None,
+        description="As in a container's env[].valueFrom: secretKeyRef, configMapKeyRef, fieldRef "
+        "or resourceFieldRef.",
+    )
 
 
 class LocalObjectReference(ApiModel):
-    name: str = Field(..., min_length=1)
+    """An object of the run's namespace, by name."""
+
+    name: str = Field(..., min_length=1, description="Name of the object (a Secret of registry credentials).")
 
 
 class RetryPolicy(ApiModel):
+    """How the operator retries failed and preempted attempts (see docs/EXIT_CODES.md)."""
+
     max_restarts: int = Field(
         3, ge=0, le=1000, description="Retries after failures (exit codes classed retryable)."
     )
     max_preemptions: int = Field(
         20, ge=0, le=10_000, description="Resumes after preemption/eviction; these do not spend maxRestarts."
     )
-    backoff_seconds: int = Field(10, ge=0, le=3600, description="First retry delay; doubles per restart.")
-    max_backoff_seconds: int = Field(300, ge=0, le=86_400)
+    backoff_seconds: int = Field(
+        10,
+        ge=0,
+        le=3600,
+        description="Delay before the first retry, in seconds (default 10); doubles per restart. "
+        "Preempted attempts resume at once.",
+    )
+    max_backoff_seconds: int = Field(
+        300, ge=0, le=86_400, description="Upper bound of the doubling retry delay, in seconds (default 300)."
+    )
 
 
 class TunixRunSpec(ApiModel):
@@ -90,30 +145,71 @@ class TunixRunSpec(ApiModel):
 
     mode: Mode = Field(Mode.TRAIN, description="Train, or Benchmark (timed steps, no checkpoints).")
     # --- the trainer's part ---
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(preset="tiny"))
-    dataset: DatasetSpec | None = Field(None, description="Required in Train mode.")
-    training: TrainingSpec
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    storage: StorageSpec = Field(default_factory=StorageSpec)
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
-    device: DeviceSpec = Field(default_factory=DeviceSpec)
-    benchmark: BenchmarkSpec | None = Field(None, description="Benchmark mode settings.")
+    model: ModelSpec = Field(
+        default_factory=lambda: ModelSpec(preset="tiny"),
+        description="The decoder-only transformer to train (default: preset tiny).",
+    )
+    dataset: DatasetSpec | None = Field(
+        None, description="Training data; required in Train mode (Benchmark mode may use it)."
+    )
+    training: TrainingSpec = Field(..., description="Optimisation: steps (required), batch shape, AdamW.")
+    checkpoint: CheckpointSpec = Field(
+        default_factory=CheckpointSpec, description="Checkpoint location, interval, retention, resume."
+    )
+    storage: StorageSpec = Field(
+        default_factory=StorageSpec,
+        description="Where metrics.jsonl, progress.json and summary.json go, and how to reach it.",
+    )
+    metrics: MetricsSpec = Field(
+        default_factory=MetricsSpec, description="How often metrics and progress are written."
+    )
+    device: DeviceSpec = Field(default_factory=DeviceSpec, description="Which JAX backend the trainer uses.")
+    benchmark: BenchmarkSpec | None = Field(
+        None, description="Benchmark mode settings (their defaults when omitted)."
+    )
     # --- the operator's part ---
     image: str | None = Field(None, min_length=1, description="Trainer image; default from the operator.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
-    image_pull_secrets: list[LocalObjectReference] | None = None
-    accelerator: AcceleratorSpec = Field(default_factory=AcceleratorSpec)
-    resources: ResourceRequirements | None = None
-    node_selector: dict[str, str] | None = None
-    tolerations: list[Toleration] | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None,
+        description="Pull policy of the trainer image; default: Kubernetes' (Always for :latest, "
+        "else IfNotPresent).",
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        None, description="Secrets with registry credentials for pulling image, as in a Pod's spec."
+    )
+    accelerator: AcceleratorSpec = Field(
+        default_factory=AcceleratorSpec,
+        description="Accelerators per pod and pods per attempt (default: one CPU-only pod).",
+    )
+    resources: ResourceRequirements | None = Field(
+        None, description="CPU, memory and other container resources of each trainer pod."
+    )
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the pods require, as in a Pod's spec.nodeSelector."
+    )
+    tolerations: list[Toleration] | None = Field(
+        None, description="Taints the pods tolerate, as in a Pod's spec.tolerations."
+    )
     affinity: dict[str, Any] | None = Field(None, description="As in a Pod's spec.affinity.")
-    priority_class_name: str | None = None
-    service_account_name: str | None = None
-    env: list[EnvVar] | None = None
+    priority_class_name: str | None = Field(
+        None,
+        description="PriorityClass of the pods: higher priority may preempt lower (a preempted run "
+        "resumes from its latest checkpoint).",
+    )
+    service_account_name: str | None = Field(
+        None,
+        description="ServiceAccount the trainer pods run as (e.g. workload identity for object "
+        "storage); default: the namespace's default.",
+    )
+    env: list[EnvVar] | None = Field(
+        None,
+        description="Extra environment of the trainer container; the operator adds TUNIX_RUN_NAME, "
+        "TUNIX_NAMESPACE, TUNIX_ATTEMPT and, for multi-host runs, the JAX coordinator variables.",
+    )
     pod_labels: dict[str, str] | None = Field(
         None, description="Labels for the Job and pods (e.g. kueue.x-k8s.io/queue-name)."
     )
-    pod_annotations: dict[str, str] | None = None
+    pod_annotations: dict[str, str] | None = Field(None, description="Annotations for the Job and pods.")
     suspend: bool = Field(
         False, description="Stop the pods (they checkpoint) and keep the run; false resumes."
     )
@@ -123,7 +219,9 @@ class TunixRunSpec(ApiModel):
     ttl_seconds_after_finished: int | None = Field(
         None, ge=0, description="Delete the pods this long after the run ends; the TunixRun stays."
     )
-    retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry_policy: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="Retries of failed and preempted attempts."
+    )
     termination_grace_period_seconds: int = Field(
         120, ge=0, le=86_400, description="Time for the final checkpoint after SIGTERM."
     )
@@ -158,32 +256,49 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
 class Condition(OpenModel):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str | None = None
-    message: str | None = None
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    """A Kubernetes condition of the run."""
+
+    type: str = Field(..., description="Running, Restarting, Suspended, Succeeded or Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
+    reason: str | None = Field(
+        None, description="CamelCase cause of the last change (e.g. Preempted, InvalidConfig)."
+    )
+    message: str | None = Field(None, description="Human-readable details of the last change.")
+    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339, UTC).")
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation the condition was set for."
+    )
 
 
 class Progress(OpenModel):
-    step: int | None = None
-    total_steps: int | None = None
+    """Training progress, read from the trainer's progress.json while the run trains."""
+
+    step: int | None = Field(None, description="Last optimizer step completed.")
+    total_steps: int | None = Field(None, description="Steps of the run (spec.training.steps).")
     step_of_total: str | None = Field(None, description='"step/totalSteps", for the Step printer column.')
-    loss: float | None = None
-    tokens_per_second: float | None = None
-    eta_seconds: float | None = None
-    updated_at: str | None = None
+    loss: float | None = Field(None, description="Training loss (mean token cross-entropy) at step.")
+    tokens_per_second: float | None = Field(None, description="Training throughput at step, tokens/s.")
+    eta_seconds: float | None = Field(None, description="Estimated seconds until the last step.")
+    updated_at: str | None = Field(None, description="When the trainer wrote this progress (RFC 3339, UTC).")
+    restored_from: int | None = Field(
+        None,
+        description="Checkpoint step this attempt resumed from (the newest intact one; damaged newer "
+        "steps were set aside as <step>.corrupt-<n>); unset when it started from scratch.",
+    )
 
 
 class Summary(OpenModel):
-    final_loss: float | None = None
-    best_loss: float | None = None
-    best_step: int | None = None
-    total_steps: int | None = None
-    total_tokens: int | None = None
-    avg_tokens_per_second: float | None = None
-    wall_time_seconds: float | None = None
+    """Results of a finished Train-mode run, from the trainer's summary."""
+
+    final_loss: float | None = Field(None, description="Loss at the last step.")
+    best_loss: float | None = Field(None, description="Lowest finite loss recorded.")
+    best_step: int | None = Field(None, description="Step of bestLoss.")
+    total_steps: int | None = Field(None, description="Last step trained.")
+    total_tokens: int | None = Field(None, description="Tokens trained on, over all steps and attempts.")
+    avg_tokens_per_second: float | None = Field(
+        None, description="Mean throughput of the timed steps (each attempt's compiling first step left out)."
+    )
+    wall_time_seconds: float | None = Field(None, description="Training wall time of all attempts, s.")
 
 
 def provenance_strings(provenance: Mapping[str, Any]) -> dict[str, str]:
@@ -201,38 +316,73 @@ def provenance_strings(provenance: Mapping[str, Any]) -> dict[str, str]:
 
 
 class CheckpointStatus(OpenModel):
-    latest_step: int | None = None
-    uri: str | None = None
+    """The run's checkpoints."""
+
+    latest_step: int | None = Field(None, description="Step of the newest checkpoint the operator knows of.")
+    uri: str | None = Field(None, description="Checkpoint directory (a path in the pods, or a URI).")
+    restored_from: int | None = Field(
+        None, description="Checkpoint step the current attempt resumed from (from progress.restoredFrom)."
+    )
 
 
 class BenchmarkStatus(OpenModel):
-    compile_seconds: float | None = None
-    step_time_p50_ms: float | None = None
-    step_time_p90_ms: float | None = None
-    step_time_p99_ms: float | None = None
-    steps_per_second: float | None = None
-    tokens_per_second: float | None = None
-    tokens_per_second_per_device: float | None = None
-    mfu: float | None = None
-    peak_memory_bytes: int | None = None
+    """Results of a Benchmark-mode run."""
+
+    compile_seconds: float | None = Field(None, description="Seconds to trace and compile the training step.")
+    step_time_p50_ms: float | None = Field(None, description="Median step time of the timed steps, ms.")
+    step_time_p90_ms: float | None = Field(None, description="90th-percentile step time, ms.")
+    step_time_p99_ms: float | None = Field(None, description="99th-percentile step time, ms.")
+    steps_per_second: float | None = Field(None, description="Optimizer steps per second, run back to back.")
+    tokens_per_second: float | None = Field(None, description="Tokens per second over all devices.")
+    tokens_per_second_per_device: float | None = Field(None, description="tokensPerSecond / device count.")
+    mfu: float | None = Field(
+        None,
+        description="Model FLOPs utilisation: model FLOP/s over the devices' dense peak FLOP/s; "
+        "absent when the device's peak is unknown.",
+    )
+    peak_memory_bytes: int | None = Field(
+        None, description="Largest peak memory in use on one device, bytes; absent where unreported."
+    )
 
 
 class TunixRunStatus(OpenModel):
-    phase: Phase | None = None
-    message: str | None = None
-    conditions: list[Condition] | None = None
-    observed_generation: int | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
+    """Observed state of the run, written by the operator."""
+
+    phase: Phase | None = Field(
+        None, description="Pending, Running, Restarting, Suspended, Succeeded or Failed."
+    )
+    message: str | None = Field(
+        None, description="Latest human-readable state; on failure, the trainer's error."
+    )
+    conditions: list[Condition] | None = Field(None, description="The run's conditions, one per type.")
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation the operator last acted on."
+    )
+    start_time: str | None = Field(
+        None,
+        description="When the run started (RFC 3339); reset on resume from suspend, as "
+        "activeDeadlineSeconds counts from it.",
+    )
+    completion_time: str | None = Field(None, description="When the run succeeded or failed (RFC 3339).")
     attempt: int | None = Field(None, description="Index of the current Job (0 first).")
-    restarts: int | None = None
-    preemptions: int | None = None
-    progress: Progress | None = None
-    summary: Summary | None = None
-    checkpoint: CheckpointStatus | None = None
-    metrics_uri: str | None = None
-    provenance: dict[str, str] | None = None
-    benchmark: BenchmarkStatus | None = None
+    restarts: int | None = Field(
+        None, description="Failed attempts retried so far (at most retryPolicy.maxRestarts)."
+    )
+    preemptions: int | None = Field(
+        None, description="Preempted or evicted attempts resumed so far (at most retryPolicy.maxPreemptions)."
+    )
+    progress: Progress | None = Field(None, description="Latest training progress.")
+    summary: Summary | None = Field(None, description="Results, once a Train-mode run has succeeded.")
+    checkpoint: CheckpointStatus | None = Field(None, description="Checkpoint directory and newest step.")
+    metrics_uri: str | None = Field(
+        None, description="URI of metrics.jsonl, one JSON record per logged step."
+    )
+    provenance: dict[str, str] | None = Field(
+        None,
+        description="What the run trained with: device kind and count, JAX, Flax, Optax and Orbax "
+        "versions, config hash, dataset checksum, parameter count (values as strings).",
+    )
+    benchmark: BenchmarkStatus | None = Field(None, description="Results of a Benchmark-mode run.")
 
 
 class ObjectMeta(OpenModel):
@@ -248,3 +398,24 @@ class TunixRun(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TunixRunSpec
     status: TunixRunStatus | None = None
+
+    @model_validator(mode="after")
+    def _name_rules(self) -> TunixRun:
+        """The CRD's rules on metadata.name (and the API server's on the namespace), see ``names``."""
+        problems = []
+        if self.metadata.name is not None:
+            problems += name_errors(self.metadata.name, hosts=self.spec.accelerator.hosts)
+        if self.metadata.namespace is not None:
+            problems += namespace_errors(self.metadata.namespace)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+# Attached to the root of the CRD's schema (metadata.name is readable there).
+cel(
+    "TunixRun",
+    "!has(self.spec.accelerator) || !has(self.spec.accelerator.hosts) || self.spec.accelerator.hosts == 1"
+    f" || self.metadata.name.matches('{SERVICE_NAME_START}')",
+    MULTI_HOST_NAME_MESSAGE,
+)

@@ -34,19 +34,47 @@ class ModelSpec(ApiModel):
     """Decoder-only transformer. A preset, optionally with dimensions overridden,
     or explicit dimensions alone (``preset`` omitted)."""
 
-    preset: ModelPreset | None = Field(None, description="Named shape: tiny, 125m, 350m or 1b.")
+    preset: ModelPreset | None = Field(
+        None,
+        description="Named shape: tiny (2 layers of width 128, sized for the byte tokenizer), 125m, "
+        "350m (GPT-3 shapes) or 1b (the Llama-3.2-1B shape). Fields set next to it override the "
+        "preset's values; without a preset, dModel, nLayers, nHeads and dFf are required.",
+    )
     vocab_size: int | None = Field(
-        None, ge=2, le=1_048_576, description="Vocabulary; padded to a multiple of 128."
+        None,
+        ge=2,
+        le=1_048_576,
+        description="Embedding rows. The trainer uses the larger of this (or the preset's) and the "
+        "tokenizer's vocabulary, padded up to a multiple of 128.",
     )
-    d_model: int | None = Field(None, ge=8, le=65_536, description="Hidden size.")
-    n_layers: int | None = Field(None, ge=1, le=512)
-    n_heads: int | None = Field(None, ge=1, le=1024)
+    d_model: int | None = Field(
+        None,
+        ge=8,
+        le=65_536,
+        description="Hidden (residual stream) size; divisible by nHeads, with an even head "
+        "dimension dModel/nHeads (rotary embeddings).",
+    )
+    n_layers: int | None = Field(
+        None, ge=1, le=512, description="Transformer blocks (attention and gated MLP, each pre-normed)."
+    )
+    n_heads: int | None = Field(None, ge=1, le=1024, description="Query heads of causal self-attention.")
     n_kv_heads: int | None = Field(
-        None, ge=1, le=1024, description="Key/value heads (grouped-query attention)."
+        None,
+        ge=1,
+        le=1024,
+        description="Key/value heads (grouped-query attention); must divide nHeads. Default: the "
+        "preset's when nHeads is not overridden, else nHeads (plain multi-head attention).",
     )
-    d_ff: int | None = Field(None, ge=8, le=1_048_576, description="Gated-MLP hidden size.")
-    rope_theta: float | None = Field(None, gt=0)
-    norm_eps: float | None = Field(None, gt=0, lt=1)
+    d_ff: int | None = Field(None, ge=8, le=1_048_576, description="Hidden size of the SwiGLU MLP.")
+    rope_theta: float | None = Field(
+        None,
+        gt=0,
+        description="Base wavelength of the rotary position embeddings (default 10000; the 1b "
+        "preset's is 500000); larger values suit longer sequences. Finite, > 0.",
+    )
+    norm_eps: float | None = Field(
+        None, gt=0, lt=1, description="Epsilon inside every RMSNorm (default 1e-5). In (0, 1)."
+    )
 
     @model_validator(mode="after")
     def _preset_or_dimensions(self) -> ModelSpec:
@@ -96,8 +124,19 @@ class TokenizerKind(enum.StrEnum):
 
 
 class TokenizerSpec(ApiModel):
-    kind: TokenizerKind = Field(TokenizerKind.BYTE, description="byte (default) or sentencepiece.")
-    uri: str | None = Field(None, min_length=1, description="SentencePiece model file (any fsspec URI).")
+    """How the dataset's text becomes token ids."""
+
+    kind: TokenizerKind = Field(
+        TokenizerKind.BYTE,
+        description="byte (default): the UTF-8 bytes plus bos/eos ids, no file needed; "
+        "sentencepiece: the SentencePiece model at uri.",
+    )
+    uri: str | None = Field(
+        None,
+        min_length=1,
+        description="SentencePiece model file (a path, or a file://, s3://, gs:// URI); required "
+        "when kind is sentencepiece.",
+    )
 
     @model_validator(mode="after")
     def _uri_for_sentencepiece(self) -> TokenizerSpec:
@@ -120,15 +159,33 @@ class DatasetFormat(enum.StrEnum):
 
 
 class DatasetSpec(ApiModel):
+    """Training data: one JSONL file, read whole and tokenized when the trainer starts."""
+
     uri: str = Field(
         ...,
         min_length=1,
-        description="JSONL file (file://, s3://, gs:// or a path); records {text} or {prompt, completion}.",
+        description="JSONL file (a path, or a file://, s3://, gs:// URI), one UTF-8 JSON record per "
+        'line: {"text": ...}, or {"prompt": ..., "completion": ...} (loss on the completion only). '
+        "Blank lines are skipped, extra fields ignored; a malformed line fails the run (exit 4).",
     )
-    format: DatasetFormat = Field(DatasetFormat.AUTO, description="auto detects from the first record.")
-    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
-    packing: bool = Field(True, description="Pack several documents into each sequence.")
-    shuffle: bool = Field(True, description="Shuffle documents every epoch, seeded by training.seed.")
+    format: DatasetFormat = Field(
+        DatasetFormat.AUTO,
+        description="auto (default) takes the kind of the first record; text or promptCompletion "
+        "require that kind. Every record must be of the one kind.",
+    )
+    tokenizer: TokenizerSpec = Field(
+        default_factory=TokenizerSpec, description="How text becomes token ids (default: bytes)."
+    )
+    packing: bool = Field(
+        True,
+        description="true (default): concatenate the documents and cut them into rows of seqLen "
+        "tokens, no padding; false: one document per row, truncated or padded to seqLen.",
+    )
+    shuffle: bool = Field(
+        True,
+        description="Shuffle the documents every epoch with a generator seeded by training.seed and "
+        "the epoch (default true); false keeps file order.",
+    )
 
 
 class Dtype(enum.StrEnum):
@@ -143,22 +200,76 @@ class LrDecay(enum.StrEnum):
 
 
 class TrainingSpec(ApiModel):
-    steps: int = Field(..., ge=1, le=100_000_000, description="Optimizer steps to train.")
-    batch_size: int = Field(8, ge=1, le=1_000_000, description="Global sequences per optimizer step.")
-    seq_len: int = Field(256, ge=8, le=1_048_576, description="Tokens per sequence.")
-    grad_accum_steps: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
-    learning_rate: float = Field(3e-4, gt=0, le=10)
-    warmup_steps: int = Field(0, ge=0)
-    decay: LrDecay = Field(LrDecay.COSINE, description="Schedule after warm-up.")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate / peak.")
-    weight_decay: float = Field(0.1, ge=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    eps: float = Field(1e-8, gt=0)
-    grad_clip_norm: float = Field(1.0, ge=0, description="Global-norm clip; 0 disables.")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    compute_dtype: Dtype = Field(Dtype.BFLOAT16, description="Activations and matmuls.")
-    param_dtype: Dtype = Field(Dtype.FLOAT32, description="Parameters and optimizer state.")
+    """Optimisation: how long, the batch shape, AdamW and its learning-rate schedule."""
+
+    steps: int = Field(
+        ..., ge=1, le=100_000_000, description="Optimizer steps to train; the run succeeds after the last."
+    )
+    batch_size: int = Field(
+        8,
+        ge=1,
+        le=1_000_000,
+        description="Global sequences per optimizer step, over all hosts and devices (default 8); "
+        "divisible by gradAccumSteps.",
+    )
+    seq_len: int = Field(
+        256, ge=8, le=1_048_576, description="Tokens per sequence: the context length (default 256)."
+    )
+    grad_accum_steps: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="Micro-batches per optimizer step (default 1): the gradients of gradAccumSteps "
+        "micro-batches of batchSize/gradAccumSteps sequences are accumulated before one update, "
+        "trading time for memory.",
+    )
+    learning_rate: float = Field(
+        3e-4, gt=0, le=10, description="Peak AdamW learning rate, reached after warm-up (default 3e-4)."
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps of linear warm-up from learningRate/warmupSteps up to learningRate "
+        "(default 0: none); at most steps.",
+    )
+    decay: LrDecay = Field(
+        LrDecay.COSINE,
+        description="Schedule after warm-up: cosine (default) or linear down to minLrRatio * "
+        "learningRate at the last step, or constant.",
+    )
+    min_lr_ratio: float = Field(
+        0.1, ge=0, le=1, description="Final learning rate as a fraction of learningRate (default 0.1)."
+    )
+    weight_decay: float = Field(
+        0.1,
+        ge=0,
+        description="AdamW decoupled weight decay (default 0.1), on matrices only (not norms or "
+        "biases); 0 disables. Finite, >= 0.",
+    )
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW first-moment decay (default 0.9). In [0, 1).")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW second-moment decay (default 0.95). In [0, 1).")
+    eps: float = Field(
+        1e-8, gt=0, description="AdamW epsilon in the update's denominator (default 1e-8). Finite, > 0."
+    )
+    grad_clip_norm: float = Field(
+        1.0,
+        ge=0,
+        description="Clip the gradients to this global L2 norm before each update (default 1.0); "
+        "0 disables clipping. Finite, >= 0.",
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of parameter initialisation and data order (default 0): the same seed and "
+        "spec give the same losses, also across resumes.",
+    )
+    compute_dtype: Dtype = Field(
+        Dtype.BFLOAT16, description="Activations and matmuls: bfloat16 (default) or float32."
+    )
+    param_dtype: Dtype = Field(
+        Dtype.FLOAT32, description="Parameters and optimizer state: float32 (default) or bfloat16."
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainingSpec:
@@ -187,16 +298,30 @@ class ReclaimPolicy(enum.StrEnum):
 class CheckpointVolumeSpec(ApiModel):
     """Where checkpoints live in the cluster: an existing claim, or a PVC the operator creates."""
 
-    claim_name: str | None = Field(None, min_length=1, description="Use this existing PersistentVolumeClaim.")
+    claim_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Mount this existing PersistentVolumeClaim of the run's namespace (the operator "
+        "never deletes it). Exactly one of claimName and size.",
+    )
     size: str | None = Field(
         None,
         pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
-        description="Create a PVC of this size (e.g. 50Gi).",
+        description="Create a PersistentVolumeClaim <name>-checkpoints of this size (a quantity, "
+        "e.g. 50Gi) for the run. Exactly one of claimName and size.",
     )
-    storage_class_name: str | None = Field(None, min_length=1)
-    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
+    storage_class_name: str | None = Field(
+        None, min_length=1, description="StorageClass of the created PVC; default: the cluster's default."
+    )
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
+        "ReadWriteOnce",
+        description="Access mode of the created PVC: ReadWriteOnce (default), ReadWriteMany (for "
+        "multi-host runs whose pods land on several nodes) or ReadWriteOncePod.",
+    )
     reclaim_policy: ReclaimPolicy = Field(
-        ReclaimPolicy.RETAIN, description="Delete or keep the created PVC when the TunixRun is deleted."
+        ReclaimPolicy.RETAIN,
+        description="Retain (default) keeps the created PVC when the TunixRun is deleted; Delete "
+        "deletes it with the run.",
     )
 
     @model_validator(mode="after")
@@ -214,15 +339,34 @@ cel(
 
 
 class CheckpointSpec(ApiModel):
+    """When and where the trainer saves checkpoints (Train mode) and where it resumes from."""
+
     uri: str | None = Field(
         None,
-        description="Checkpoint directory (path or URI). Default: the mounted volume in a cluster, "
-        "./artifacts/<run>/checkpoints locally.",
+        description="Checkpoint directory (a path, or an s3://, gs://, file:// URI). Default: in a "
+        "cluster /checkpoints, the volume below (without one an emptyDir, lost with the pod); "
+        "locally <artifacts>/checkpoints.",
     )
-    save_interval_steps: int = Field(100, ge=1, description="Save every N steps (and at the end).")
-    max_to_keep: int = Field(3, ge=1, le=1000, description="Keep the last K checkpoints.")
-    resume: str = Field("latest", pattern=RESUME_PATTERN, description="latest, none, or a step number.")
-    volume: CheckpointVolumeSpec | None = Field(None, description="Cluster volume for checkpoints.")
+    save_interval_steps: int = Field(
+        100,
+        ge=1,
+        description="Save every N steps (default 100), and also after the last step and on SIGTERM.",
+    )
+    max_to_keep: int = Field(
+        3, ge=1, le=1000, description="Keep the newest K checkpoints (default 3); older ones are deleted."
+    )
+    resume: str = Field(
+        "latest",
+        pattern=RESUME_PATTERN,
+        description="Where training starts: latest (default: the newest checkpoint, else step 0), "
+        "none (step 0), or a step number. Read by tunix-rt run --local and tunix-train; the "
+        "operator starts every attempt with latest.",
+    )
+    volume: CheckpointVolumeSpec | None = Field(
+        None,
+        description="A PersistentVolumeClaim mounted at /checkpoints in the trainer pods, so "
+        "checkpoints outlive pods; unused by the trainer when uri is set.",
+    )
 
 
 class StorageSpec(ApiModel):
@@ -234,22 +378,39 @@ class StorageSpec(ApiModel):
         description="Artifact directory (s3://, gs://, file://). Default: the operator's base URI "
         "+ <namespace>/<name>; ./artifacts/<name> locally.",
     )
-    endpoint_url: str | None = Field(None, min_length=1, description="S3-compatible endpoint.")
-    region: str | None = Field(None, min_length=1)
+    endpoint_url: str | None = Field(
+        None,
+        min_length=1,
+        description="Endpoint of an S3-compatible store (e.g. http://minio.minio:9000) for s3:// "
+        "URIs; default: AWS.",
+    )
+    region: str | None = Field(None, min_length=1, description="Region of the S3 bucket, for s3:// URIs.")
     credentials_secret: str | None = Field(
         None,
         min_length=1,
-        description="Secret whose keys (e.g. AWS_ACCESS_KEY_ID) become the trainer's environment.",
+        description="Secret whose keys (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become the "
+        "trainer's environment and the operator's credentials; default: the operator's secret.",
     )
 
 
 class MetricsSpec(ApiModel):
-    log_every_steps: int = Field(1, ge=1, description="Write a metrics record every N steps.")
+    """How often the trainer records metrics (metrics.jsonl) and progress (progress.json)."""
+
+    log_every_steps: int = Field(
+        1, ge=1, description="Write a metrics record every N steps (default 1); the last step always."
+    )
     flush_every_steps: int = Field(
-        50, ge=1, description="Make buffered records durable every N steps (one object per flush on S3)."
+        50,
+        ge=1,
+        description="Make buffered records durable every N steps (default 50; one object per flush "
+        "on object storage); every checkpoint flushes too.",
     )
     progress_interval_seconds: float = Field(
-        5.0, ge=0, le=3600, description="Rewrite progress.json at most this often."
+        5.0,
+        ge=0,
+        le=3600,
+        description="Rewrite progress.json (shown in status.progress) at most this often, in "
+        "seconds (default 5; 0: at every logged step).",
     )
 
 
@@ -261,15 +422,39 @@ class DeviceKind(enum.StrEnum):
 
 
 class DeviceSpec(ApiModel):
-    kind: DeviceKind = Field(DeviceKind.AUTO, description="auto picks the best available backend.")
+    """Which JAX backend the trainer runs on."""
+
+    kind: DeviceKind = Field(
+        DeviceKind.AUTO,
+        description="auto (default) picks the best backend present (tpu, then gpu, then cpu); cpu, "
+        "gpu or tpu require it, and the trainer exits 5 (DeviceUnavailable, retried) without it.",
+    )
 
 
 class BenchmarkSpec(ApiModel):
-    warmup_steps: int = Field(5, ge=0, le=100_000, description="Steps run before timing (compile excluded).")
-    measure_steps: int = Field(20, ge=1, le=1_000_000, description="Timed steps.")
-    profile: bool = Field(False, description="Capture a jax.profiler trace of a window of measured steps.")
-    profile_steps: int = Field(5, ge=1, le=1000)
-    synthetic_data: bool = Field(True, description="Random tokens at the model's full vocabulary.")
+    """Benchmark mode: timed training steps of the configured model; no checkpoints."""
+
+    warmup_steps: int = Field(
+        5, ge=0, le=100_000, description="Untimed steps after compilation, before timing (default 5)."
+    )
+    measure_steps: int = Field(
+        20,
+        ge=1,
+        le=1_000_000,
+        description="Timed steps (default 20): status.benchmark reports their step-time "
+        "percentiles and throughput.",
+    )
+    profile: bool = Field(
+        False,
+        description="Capture a jax.profiler trace of profileSteps further steps into "
+        "<artifacts>/profile (default false).",
+    )
+    profile_steps: int = Field(5, ge=1, le=1000, description="Steps traced when profile is true (default 5).")
+    synthetic_data: bool = Field(
+        True,
+        description="Random tokens over the model's full vocabulary (default true); false: batches "
+        "from spec.dataset.",
+    )
 
 
 Positive = Annotated[int, Field(ge=1)]

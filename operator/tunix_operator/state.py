@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from tunix_api import artifacts
 from tunix_api.exit_codes import ExitClass
+from tunix_api.names import name_errors
 from tunix_api.run import (
     TERMINAL_PHASES,
     CheckpointStatus,
@@ -28,7 +29,7 @@ from tunix_api.run import (
     TunixRunStatus,
 )
 from tunix_operator import conditions as cond
-from tunix_operator.manifests import MAX_RUN_NAME_LENGTH, artifacts_uri, job_name, pvc_name
+from tunix_operator.manifests import artifacts_uri, job_name, pvc_name
 from tunix_operator.observe import AttemptState, Outcome, assess, job_active, pod_view
 from tunix_operator.settings import OperatorSettings
 from tunix_operator.trainer_output import (
@@ -115,12 +116,12 @@ def parse_run(body: Mapping[str, Any]) -> tuple[TunixRun | None, str | None]:
     """(run, None) or (None, why the object is invalid)."""
     meta = body.get("metadata") or {}
     name = meta.get("name") or ""
-    if len(name) > MAX_RUN_NAME_LENGTH:
-        return None, f"metadata.name is longer than {MAX_RUN_NAME_LENGTH} characters (pod hostnames)"
     try:
         spec = TunixRunSpec.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         return None, _validation_message(exc)
+    if problems := name_errors(name, hosts=spec.accelerator.hosts):  # the CRD's rules (tunix_api.names)
+        return None, "; ".join(problems)
     metadata = ObjectMeta(
         name=name,
         namespace=meta.get("namespace"),

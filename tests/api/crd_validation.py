@@ -36,8 +36,11 @@ def structural_errors(schema: Mapping[str, Any]) -> list[str]:
     """Reasons the API server would refuse ``schema`` as a structural schema (empty if none)."""
     errors = list(_node_errors(schema, "", root=True))
     metadata = schema.get("properties", {}).get("metadata")
-    if metadata is not None and set(metadata) - {"type", "description"}:
-        errors.append(".metadata: only type (and restrictions on name) may be specified")
+    names = set(metadata.get("properties", {"name": None})) if metadata is not None else set()
+    if metadata is not None and (
+        set(metadata) - {"type", "properties"} or not names or names - {"name", "generateName"}
+    ):
+        errors.append(".metadata: only type (and restrictions on name and generateName) may be specified")
     return errors
 
 
@@ -115,17 +118,21 @@ def apply_defaults(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """``schema`` with unknown fields rejected: what server-side strict field validation does."""
+def strict_schema(schema: Mapping[str, Any], *, root: bool = True) -> dict[str, Any]:
+    """``schema`` with unknown fields rejected: what server-side strict field validation does
+    (not in ``metadata``, which is ObjectMeta whatever the schema declares of it)."""
     out = dict(schema)
     if "properties" in out:
-        out["properties"] = {k: strict_schema(v) for k, v in out["properties"].items()}
+        out["properties"] = {
+            k: v if root and k == "metadata" else strict_schema(v, root=False)
+            for k, v in out["properties"].items()
+        }
         if not out.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in out:
             out["additionalProperties"] = False
     if isinstance(out.get("items"), Mapping):
-        out["items"] = strict_schema(out["items"])
+        out["items"] = strict_schema(out["items"], root=False)
     if isinstance(out.get("additionalProperties"), Mapping):
-        out["additionalProperties"] = strict_schema(out["additionalProperties"])
+        out["additionalProperties"] = strict_schema(out["additionalProperties"], root=False)
     return out
 
 

@@ -190,6 +190,7 @@ def test_spec_keeps_defaults_bounds_enums_and_descriptions(schema: dict) -> None
     assert training["properties"]["steps"]["minimum"] == 1
     assert training["properties"]["learningRate"] == {
         "type": "number",
+        "description": "Peak AdamW learning rate, reached after warm-up (default 3e-4).",
         "minimum": 0,
         "exclusiveMinimum": True,
         "maximum": 10,
@@ -331,3 +332,82 @@ def test_conversion_of_unions_consts_and_bounds() -> None:
 def test_unsupported_constructs_fail_loudly(node: dict) -> None:
     with pytest.raises(SchemaConversionError):
         structural_schema({"type": "object", "properties": {"x": node}})
+
+
+# --------------------------------------------------------------------------- kubectl explain
+
+
+def _fields(node: dict, path: str = ""):
+    """Every (path, schema) of a named field, through objects, array items and map values."""
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}.{key}", sub
+        yield from _fields(sub, f"{path}.{key}")
+    for key, suffix in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            yield from _fields(node[key], f"{path}{suffix}")
+
+
+# The API server allows nothing on metadata but its type and restrictions on name; it documents
+# ObjectMeta itself.
+_UNDOCUMENTED_BY_DESIGN = {".metadata"}
+
+
+def undocumented(schema: dict, min_length: int = 12) -> list[str]:
+    """Fields whose description is missing or too short to say anything (what kubectl explain shows)."""
+    return [
+        path
+        for path, sub in _fields(schema)
+        if path not in _UNDOCUMENTED_BY_DESIGN and len(str(sub.get("description", "")).strip()) < min_length
+    ]
+
+
+def test_every_field_of_the_generated_crd_has_a_description() -> None:
+    text = (REPO / "crds/tunixrun.yaml").read_text()
+    schema = yaml.safe_load(text)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = [path for path, _ in _fields(schema)]
+    assert (
+        len(fields) > 150
+        and ".spec.training.weightDecay" in fields
+        and ".status.conditions[].reason" in fields
+    )
+    assert undocumented(schema) == []
+
+
+def test_the_description_check_finds_fields_without_one() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object"},
+            "a": {
+                "type": "array",
+                "description": "A list of objects.",
+                "items": {"type": "object", "properties": {"b": {"type": "string", "description": " "}}},
+            },
+            "m": {
+                "type": "object",
+                "description": "A map of objects.",
+                "additionalProperties": {"type": "object", "properties": {"c": {"type": "integer"}}},
+            },
+            "d": {"type": "string", "description": "Short."},
+        },
+    }
+    assert undocumented(schema) == [".a[].b", ".m{}.c", ".d"]
+
+
+def test_metadata_name_is_restricted_to_what_the_operator_can_name_children_after(schema: dict) -> None:
+    from tunix_api.names import MAX_NAME_LENGTH, NAME_PATTERN
+
+    metadata = schema["properties"]["metadata"]
+    assert metadata["type"] == "object" and set(metadata) == {"type", "properties"}
+    assert metadata["properties"]["name"]["maxLength"] == MAX_NAME_LENGTH == 45
+    assert metadata["properties"]["name"]["pattern"] == NAME_PATTERN
+    root_rules = [v["rule"] for path, _, v in iter_validations(schema) if path == ""]
+    assert any("self.metadata.name.matches('^[a-z]')" in rule for rule in root_rules)
+
+
+def test_cel_field_paths_leave_out_method_calls() -> None:
+    assert cel_field_paths("self.metadata.name.matches('^a') && self.a.size() > 0 || self.b.c") == [
+        ("metadata", "name"),
+        ("a",),
+        ("b", "c"),
+    ]

@@ -21,6 +21,7 @@ import yaml
 
 from tests.api.crd_validation import admit, apply_defaults, cel_errors
 from tunix_api.crd import build_crd
+from tunix_api.names import MULTI_HOST_NAME_MESSAGE
 from tunix_api.run import TunixRun
 from tunix_api.training import CEL_RULES
 
@@ -117,6 +118,13 @@ SCHEMA_REJECTIONS = [
     ("empty-image", _set("spec.image", ""), "should be non-empty"),
     ("quantity-not-a-list", _set("spec.resources", {"limits": {"cpu": ["1"]}}), "is not valid under any"),
     ("env-name-missing", _set("spec.env", [{"value": "x"}]), "'name' is a required property"),
+    # metadata.name: a DNS-1123 label of <= 45 characters (the operator names Jobs and pods after it)
+    ("name-uppercase", _set("metadata.name", "Tiny-Golden"), "does not match"),
+    ("name-with-dot", _set("metadata.name", "tiny.golden"), "does not match"),
+    ("name-absolute-path", _set("metadata.name", "/tmp/run"), "does not match"),
+    ("name-parent-dir", _set("metadata.name", "../run"), "does not match"),
+    ("name-trailing-dash", _set("metadata.name", "run-"), "does not match"),
+    ("name-too-long", _set("metadata.name", "r" * 46), "is too long"),
 ]
 
 # One violation per CEL rule, keyed by the rule's message (a test checks every rule is covered).
@@ -137,6 +145,9 @@ CEL_REJECTIONS = {
     "warmupSteps must not exceed steps": _set("spec.training.warmupSteps", 301),
     "checkpoint.volume needs exactly one of claimName or size": _set(
         "spec.checkpoint.volume", {"claimName": "data", "size": "10Gi"}
+    ),
+    MULTI_HOST_NAME_MESSAGE: _all(
+        _set("metadata.name", "0-multi"), _set("spec.accelerator", {"type": "nvidia.com/gpu", "hosts": 2})
     ),
 }
 
