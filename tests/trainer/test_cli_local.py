@@ -112,6 +112,50 @@ def test_run_with_invalid_config_prints_one_line(tmp_path, capsys) -> None:
     assert err[0].startswith("tunix-rt: invalid config:") and "spec.training.steps" in err[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("../escape", "metadata.name: '../escape' must be a DNS-1123 label"),
+        ("/tmp/escape", "metadata.name: '/tmp/escape' must be a DNS-1123 label"),
+        ("Tiny-Local", "metadata.name: 'Tiny-Local' must be a DNS-1123 label"),
+        ("t" * 64, "metadata.name: 64 characters, at most 45"),
+    ],
+)
+def test_names_the_api_server_refuses_are_refused_before_anything_is_written(
+    tmp_path, monkeypatch, capsys, name: str, expected: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    write_run(work, name=f"'{name}'")
+    monkeypatch.chdir(work)
+    assert cli.main(["validate", "run.yaml"]) == ExitCode.INVALID_CONFIG
+    assert f"\n  {expected}" in capsys.readouterr().err
+    assert cli.main(["run", "run.yaml", "--local", "--no-progress"]) == ExitCode.INVALID_CONFIG
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("tunix-rt: invalid config: ") and expected in line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "run.yaml", "tiny.jsonl", "work"]
+
+
+def test_validate_names_a_duplicate_key_and_its_line(tmp_path, capsys) -> None:
+    path = write_run(tmp_path)
+    with open(path, "a") as f:
+        f.write("  device: {kind: gpu}\n")
+    assert cli.main(["validate", path]) == ExitCode.INVALID_CONFIG
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{path}: invalid TunixRun",
+        f"  {path}: line 13: duplicate key 'device' (first at line 12)",
+    ]
+
+
+def test_validate_a_config_that_is_not_utf8(tmp_path, capsys) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_bytes(b"metadata: {name: caf\xe9}\n")
+    assert cli.main(["validate", str(path)]) == ExitCode.INVALID_CONFIG
+    err = capsys.readouterr().err
+    assert f"{path}: not UTF-8 text: byte 0xe9 at line 1 (offset 20)" in err and "Traceback" not in err
+
+
 def test_plot_without_matplotlib_fails_before_training(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert cli.main(["run", EXAMPLE, "--local", "--plot", "x.png"]) == 2

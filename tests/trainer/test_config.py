@@ -130,3 +130,129 @@ def test_main_joins_several_errors_on_one_line(write_config, tmp_path, capsys):
     assert main(["--config", str(path), "--artifacts-uri", str(tmp_path / "a")]) == ExitCode.INVALID_CONFIG
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "spec.training.steps: " in line and "; spec.training.seqLen: " in line
+
+
+# --------------------------------------------------------------------------- read as the API server would
+
+_RUN = """\
+apiVersion: tunix.dev/v1alpha1
+kind: TunixRun
+metadata:
+  name: {name}
+spec:
+  mode: Benchmark
+  training:
+    steps: 3
+{extra}"""
+
+
+def _doc(name: str = "unit", extra: str = "") -> str:
+    return _RUN.format(name=name, extra=extra)
+
+
+def _bomb(levels: int = 9) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+# (id, config text, text expected in the one-line error): documents kubectl and the API server
+# refuse too (kubectl: duplicate keys, non-finite numbers, sizes; the server: the name rules).
+TEXT_REJECTIONS = [
+    ("duplicate-key", _doc(extra="    steps: 4\n"), "line 9: duplicate key 'steps' (first at line 8)"),
+    ("duplicate-key-json", '{"training": {"steps": 1, "steps": 2}}', "line 1: duplicate key 'steps'"),
+    ("duplicate-top-level", _doc() + "spec: {}\n", "line 9: duplicate key 'spec' (first at line 5)"),
+    ("alias-bomb", _bomb(), "aliases expand the document past 1,572,864 bytes"),
+    ("recursive-alias", "spec: &s {training: {steps: 1}, x: *s}\n", "recursive alias"),
+    (
+        "inf-weight-decay",
+        _doc(extra="    weightDecay: .inf\n"),
+        "spec.training.weightDecay: inf is not a finite",
+    ),
+    ("nan-eps", _doc(extra="    eps: .nan\n"), "spec.training.eps: nan is not a finite number"),
+    ("-inf-grad-clip", _doc(extra="    gradClipNorm: -.inf\n"), "spec.training.gradClipNorm: -inf is not"),
+    (
+        "inf-rope",
+        _doc(extra="  model: {preset: tiny, ropeTheta: .inf}\n"),
+        "spec.model.ropeTheta: inf is not",
+    ),
+    ("inf-free-form", _doc(extra="  affinity: {x: [1, .inf]}\n"), "spec.affinity.x[1]: inf is not a finite"),
+    ("name-uppercase", _doc(name="Unit"), "metadata.name: 'Unit' must be a DNS-1123 label"),
+    ("name-absolute", _doc(name="/tmp/unit"), "metadata.name: '/tmp/unit' must be a DNS-1123 label"),
+    ("name-parent", _doc(name="../unit"), "metadata.name: '../unit' must be a DNS-1123 label"),
+    ("name-dot", _doc(name="un.it"), "must be a DNS-1123 label"),
+    ("name-too-long", _doc(name="u" * 46), "metadata.name: 46 characters, at most 45"),
+    (
+        "namespace",
+        _doc().replace("  name: unit\n", "  name: unit\n  namespace: Team_A\n"),
+        "metadata.namespace",
+    ),
+    (
+        "object-too-big",
+        _doc(extra=f"  podAnnotations: {{a: {'x' * (1536 * 1024)}}}\n"),
+        "the document is larger than 1,572,864 bytes, the API server's object size limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [(t, e) for _, t, e in TEXT_REJECTIONS], ids=[i for i, _, _ in TEXT_REJECTIONS]
+)
+def test_what_the_api_server_refuses_is_refused_with_a_clear_message(tmp_path, text, expected):
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_run(path)
+    assert expected in str(info.value)
+    assert "Input should be" not in str(info.value)  # the models' bound messages never for NaN/inf
+    assert info.value.exit_code == ExitCode.INVALID_CONFIG
+
+
+def test_yaml_merge_keys_may_override_without_being_duplicates():
+    text = _doc(extra="    <<: &opt {batchSize: 4, seqLen: 64}\n    batchSize: 2\n")
+    run = load_run(text)
+    assert (run.spec.training.batch_size, run.spec.training.seq_len) == (2, 64)
+
+
+def test_a_small_document_with_aliases_is_fine():
+    run = load_run(_doc(extra="  podLabels: &l {team: a}\n  podAnnotations: *l\n"))
+    assert run.spec.pod_annotations == {"team": "a"}
+
+
+def test_a_file_larger_than_a_request_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as f:
+        f.truncate(3 * 1024 * 1024 + 1)
+    monkeypatch.setattr("pathlib.Path.read_bytes", lambda self: pytest.fail("read a huge file"))
+    with pytest.raises(ConfigError, match=r"huge\.yaml: 3,145,729 bytes; the API server accepts at most"):
+        load_run(path)
+
+
+def test_a_config_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(_doc().encode() + "  # caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_run(path)
+    assert str(info.value) == f"{path}: not UTF-8 text: byte 0xe9 at line 9 (offset {len(_doc()) + 7})"
+
+
+def test_train_main_exits_2_on_a_non_utf8_config_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"\xff\xfe" + _doc().encode("utf-16-le"))
+    code = main(["--config", str(path), "--artifacts-uri", str(tmp_path / "a")])
+    assert code == ExitCode.INVALID_CONFIG
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"tunix-train: invalid config: {path}: not UTF-8 text: byte 0xff at line 1 (offset 0)"
+    ]
+
+
+def test_an_object_larger_than_etcd_accepts_is_refused(run_resource):
+    doc = run_resource(podAnnotations={f"k{i}": "v" * 1000 for i in range(1600)})
+    with pytest.raises(
+        ConfigError, match=r"^config: 1,6\d\d,\d{3} bytes; the API server accepts at most 1,572,864"
+    ):
+        parse_run(doc)
+    doc["spec"]["podAnnotations"] = {f"k{i}": "v" * 1000 for i in range(1500)}
+    assert parse_run(doc).spec.pod_annotations["k0"] == "v" * 1000

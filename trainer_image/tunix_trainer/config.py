@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tunix_api.names import MAX_OBJECT_BYTES, MAX_REQUEST_BYTES
 from tunix_api.run import API_VERSION, KIND, TunixRun, TunixRunSpec
+from tunix_trainer import safe_yaml
 from tunix_trainer.errors import ConfigError
 
 _RESOURCE_KEYS = frozenset({"apiVersion", "kind", "spec"})
@@ -34,11 +37,17 @@ class LoadedRun:
 def load_run(path_or_text: str | os.PathLike[str], *, base_dir: str | None = None) -> LoadedRun:
     """Read ``path_or_text`` (a file path, or the YAML/JSON text itself) and validate it.
 
+    The text is read as the API server would: UTF-8, at most ``MAX_REQUEST_BYTES``, no duplicate
+    keys, aliases expanding to at most ``MAX_OBJECT_BYTES`` (see ``safe_yaml``).
     Raises ConfigError naming every invalid field, one per line, as ``spec.training.steps: ...``.
     """
     text, source = _read_source(path_or_text)
+    if (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_REQUEST_BYTES:
+        raise ConfigError(f"{source}: {_too_big(size, MAX_REQUEST_BYTES)}")
     try:
-        document = yaml.safe_load(text)
+        document = safe_yaml.load(text)
+    except safe_yaml.StrictYAMLError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {_one_line(str(exc))}") from exc
     return parse_run(document, base_dir=base_dir)
@@ -50,9 +59,39 @@ def parse_run(document: Any, *, base_dir: str | None = None) -> LoadedRun:
         raise ConfigError(
             f"config: expected a mapping (a TunixRun or its spec), got {type(document).__name__}"
         )
+    prefix = () if is_resource(document) else ("spec",)
+    problems = [
+        f"{format_loc(prefix + loc)}: {value} is not a finite number" for loc, value in non_finite(document)
+    ]
+    if problems:  # YAML's .inf and .nan: JSON, and so the API server, has neither
+        raise ConfigError("\n".join(problems))
+    size = json_size(document)
+    if size is not None and size > MAX_OBJECT_BYTES:
+        raise ConfigError(f"config: {_too_big(size, MAX_OBJECT_BYTES)}")
     if is_resource(document):
         return _from_resource(document, base_dir)
     return _from_spec(document, base_dir)
+
+
+def non_finite(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], float]]:
+    """``(location, value)`` of every NaN or infinity in a parsed document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield loc, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from non_finite(item, (*loc, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from non_finite(item, (*loc, index))
+
+
+def json_size(document: Any) -> int | None:
+    """Bytes of ``document`` as compact JSON (what the API server stores); None if not JSON-able
+    (e.g. a date as a key: the models then report it)."""
+    try:
+        return len(json.dumps(document, separators=(",", ":"), default=str).encode())
+    except (TypeError, ValueError):
+        return None
 
 
 def is_resource(document: Mapping[str, Any]) -> bool:
@@ -134,10 +173,23 @@ def _read_source(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
     if isinstance(path_or_text, os.PathLike) or _looks_like_path(path_or_text):
         path = Path(path_or_text)
         try:
-            return path.read_text(encoding="utf-8"), str(path)
+            if (size := path.stat().st_size) > MAX_REQUEST_BYTES:
+                raise ConfigError(f"{path}: {_too_big(size, MAX_REQUEST_BYTES)}")
+            data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from exc
+        try:
+            return data.decode("utf-8"), str(path)
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(
+                f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line} (offset {exc.start})"
+            ) from None
     return str(path_or_text), "config"
+
+
+def _too_big(size: int, limit: int) -> str:
+    return f"{size:,} bytes; the API server accepts at most {limit:,} bytes ({limit / 2**20:g} MiB)"
 
 
 def _looks_like_path(text: str) -> bool:

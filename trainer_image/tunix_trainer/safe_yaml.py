@@ -1,0 +1,101 @@
+"""YAML read as strictly as ``kubectl apply`` and the API server read it.
+
+PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases without limit (a
+"billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
+a duplicate key names the key and both lines (kubectl's strict decoding refuses it too), and a
+document whose aliases expand past ``max_bytes`` (by default the API server's object size
+limit) is refused before anything is built. A recursive alias is refused as well.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from tunix_api.names import MAX_OBJECT_BYTES
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class StrictYAMLError(yaml.YAMLError):
+    """A document PyYAML would accept but the API server would not; ``line`` is 1-based."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line is not None else self.message
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys in a mapping (merge keys ``<<`` excepted)."""
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue  # merged keys may be overridden: that is what a merge is for
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise StrictYAMLError(f"duplicate key {key!r} (first at line {seen[key]})", line)
+                seen[key] = line
+            except TypeError:
+                continue  # an unhashable key: the base constructor reports it
+        return super().construct_mapping(node, deep=deep)
+
+
+def expanded_size(root: Node, limit: int) -> int:
+    """Bytes of the scalars of ``root`` with every alias expanded, plus one per node.
+
+    Each distinct node is measured once (aliases share their anchor's node), so this takes time
+    proportional to the document, not to its expansion. Raises StrictYAMLError for a recursive
+    alias, or once the size passes ``limit``.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+    aliased = False  # a node met twice: the document uses aliases
+
+    def size(node: Node) -> int:
+        nonlocal aliased
+        key = id(node)
+        if key in sizes:
+            aliased = True
+            return sizes[key]
+        if key in active:
+            raise StrictYAMLError("recursive alias (a node that contains itself)", node.start_mark.line + 1)
+        active.add(key)
+        if isinstance(node, ScalarNode):
+            total = len(node.value.encode("utf-8", "surrogatepass")) + 1
+        elif isinstance(node, SequenceNode):
+            total = 1 + sum(size(item) for item in node.value)
+        else:  # MappingNode
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        if total > limit:
+            what = "aliases expand the document past" if aliased else "the document is larger than"
+            raise StrictYAMLError(
+                f"{what} {limit:,} bytes, the API server's object size limit", node.start_mark.line + 1
+            )
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def load(text: str, *, max_bytes: int = MAX_OBJECT_BYTES) -> Any:
+    """The single document in ``text`` (None if empty); raises ``yaml.YAMLError``."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node, max_bytes)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
