@@ -404,10 +404,16 @@ class _PodWorker:
             self._kill_all()
             self._clean_up()
             return True
+        terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         if meta.get("deletionTimestamp"):
-            grace = meta.get("deletionGracePeriodSeconds")
-            self._stop_containers(DEFAULT_GRACE_SECONDS if grace is None else int(grace))
-            self._report(final=True)
+            if self._containers:
+                grace = meta.get("deletionGracePeriodSeconds")
+                self._stop_containers(DEFAULT_GRACE_SECONDS if grace is None else int(grace))
+                self._report(final=True)
+            elif _ran_before(pod) and not terminal:
+                self._report_lost()
+            elif not terminal:  # never started (e.g. ImagePullBackOff): Failed, its containers still waiting
+                self._report(final=True)
             self._delete()
             return True
         if self._eviction is not None:
@@ -417,7 +423,7 @@ class _PodWorker:
             self._report(final=True, reason="Evicted", message=message)
             return True
         if not self._containers:
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            if terminal:
                 return True  # ended before this kubelet knew it
             if _ran_before(pod):
                 self._report_lost()
@@ -435,8 +441,16 @@ class _PodWorker:
         containers = (self.pod.get("spec") or {}).get("containers") or []
         bad = [c for c in containers if self.kubelet.images.get(c.get("image", "")) not in IMAGE_KINDS]
         if bad:
-            reason = "ImagePullBackOff" if self._pull_failed else "ErrImagePull"
-            self._wait_state(bad, reason, lambda c: pull_error(c["image"]), backoff=not self._pull_failed)
+            if self._pull_failed:
+                reason, message = (
+                    "ImagePullBackOff",
+                    lambda c: (
+                        f'Back-off pulling image "{c["image"]}": ErrImagePull: {pull_error(c["image"])}'
+                    ),
+                )
+            else:
+                reason, message = "ErrImagePull", lambda c: pull_error(c["image"])
+            self._wait_state(bad, reason, message, backoff=not self._pull_failed)
             self._pull_failed = True
             return False
         try:

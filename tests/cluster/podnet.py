@@ -41,8 +41,9 @@ def named_address(namespace: str, subdomain: str, hostname: str) -> str:
 
 
 def pod_hostname(pod: Obj) -> str:
-    """``spec.hostname``, else the pod's name (what the pod sees as its hostname)."""
-    return str((pod.get("spec") or {}).get("hostname") or pod["metadata"]["name"])
+    """``spec.hostname``, else the pod's name cut to 63 characters (what the pod sees as its hostname)."""
+    name = str((pod.get("spec") or {}).get("hostname") or pod["metadata"]["name"])
+    return name[:63].rstrip("-.")
 
 
 def pod_address(pod: Obj) -> str:

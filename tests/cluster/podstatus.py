@@ -127,16 +127,15 @@ def conditions(
     out = []
     for kind, (status, reason, message) in wanted.items():
         old = before.get(kind) or {}
+        # reason and message as null when unset: the strategic merge patch then removes stale ones.
         condition: Obj = {
             "type": kind,
             "status": status,
+            "reason": reason or None,
+            "message": message or None,
             "lastProbeTime": None,
             "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == status else at,
         }
-        if reason:
-            condition["reason"] = reason
-        if message:
-            condition["message"] = message
         out.append(condition)
     return out
 
