@@ -197,6 +197,16 @@ def test_dataset_checksum_and_open_uri(tmp_path):
     ("content", "message"),
     [
         ('{"text": "a"}\n{"text": "b"\n', r":2: invalid JSON"),
+        ('{"text": "a}\n', r":1: invalid JSON \(Unterminated string starting at column 10\)$"),
+        ('{"text": "a" "b"}\n', r":1: invalid JSON \(Expecting ',' delimiter at column 14\)$"),
+        (
+            '{"text": "a"}\n{"text": "ok \\ud800 no"}\n',
+            r"bad\.jsonl:2: field 'text' holds a lone surrogate \(\\ud800\) at character 4: not Unicode",
+        ),
+        (
+            '{"prompt": "\\udfff", "completion": "c"}\n',
+            r":1: field 'prompt' holds a lone surrogate \(\\udfff\) at character 1",
+        ),
         ('{"text": "a"}\n\n{"prompt": "q", "completion": "c"}\n', r":3: missing 'text'.*mix"),
         ('{"prompt": "q", "completion": "c"}\n{"text": "a"}\n', r":2: missing 'prompt', 'completion'"),
         ('{"prompt": "q"}\n', r":1: record has neither"),

@@ -105,6 +105,16 @@ def test_unreadable_dataset_is_a_data_error(write_config, tmp_path, capsys):
     assert "tunix-train: data error: cannot read dataset" in capsys.readouterr().err
 
 
+def test_a_lone_surrogate_in_the_dataset_is_a_data_error_naming_the_line(write_config, tmp_path, capsys):
+    data = tmp_path / "surrogate.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": "half a pair: \\ud83d"}\n', encoding="utf-8")
+    config = write_config(dataset={"uri": str(data)})
+    assert main(["--config", str(config), "--artifacts-uri", str(tmp_path / "a")]) == ExitCode.DATA_ERROR
+    err = capsys.readouterr().err
+    assert f"tunix-train: data error: {data}:2: field 'text' holds a lone surrogate" in err
+    assert "Traceback" not in err
+
+
 def test_benchmark_mode_is_refused(write_config, tmp_path, capsys):
     config = write_config(mode="Benchmark")
     assert main(["--config", str(config), "--artifacts-uri", str(tmp_path / "a")]) == ExitCode.INVALID_CONFIG

@@ -74,6 +74,15 @@ def _detect_format(record: dict[str, Any], where: str) -> DatasetFormat:
     raise DataError(f"{where}: record has neither a 'text' field nor 'prompt' and 'completion' fields")
 
 
+def _lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate in ``text`` (JSON allows the escape ``\\ud800``), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[str, str]]:
     """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
 
@@ -94,7 +103,8 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            reason = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column"
+            raise DataError(f"{where}: invalid JSON ({reason} at column {exc.colno})") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
         if kind is None:
@@ -111,6 +121,12 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
         bad = [k for k, v in zip(keys, values, strict=True) if not isinstance(v, str)]
         if bad:
             raise DataError(f"{where}: field {bad[0]!r} must be a string")
+        for key, value in zip(keys, values, strict=True):
+            if (index := _lone_surrogate(value)) is not None:
+                raise DataError(
+                    f"{where}: field {key!r} holds a lone surrogate (\\u{ord(value[index]):04x}) at "
+                    f"character {index + 1}: not Unicode text"
+                )
         records.append(("", values[0]) if kind == DatasetFormat.TEXT else (values[0], values[1]))
     if not records:
         raise DataError(f"{source}: the dataset has no records")
