@@ -15,6 +15,7 @@ class ExitCode(enum.IntEnum):
     DIVERGED = 3  # NaN or infinite loss: never retried
     DATA_ERROR = 4  # dataset unreadable or malformed: never retried
     DEVICE_UNAVAILABLE = 5  # requested device kind absent: retried (node may be wrong)
+    NO_USABLE_CHECKPOINT = 6  # every checkpoint is damaged: never retried (a retry finds the same)
     PREEMPTED = 75  # SIGTERM handled, checkpoint saved: resumed, not counted (EX_TEMPFAIL)
 
 
@@ -33,6 +34,7 @@ _CLASSES: dict[int, ExitClass] = {
     ExitCode.INVALID_CONFIG: ExitClass.FATAL,
     ExitCode.DIVERGED: ExitClass.FATAL,
     ExitCode.DATA_ERROR: ExitClass.FATAL,
+    ExitCode.NO_USABLE_CHECKPOINT: ExitClass.FATAL,
     ExitCode.PREEMPTED: ExitClass.PREEMPTED,
     SIGTERM_EXIT: ExitClass.PREEMPTED,
 }
@@ -44,6 +46,7 @@ REASONS: dict[int, str] = {
     ExitCode.DIVERGED: "Diverged",
     ExitCode.DATA_ERROR: "DataError",
     ExitCode.DEVICE_UNAVAILABLE: "DeviceUnavailable",
+    ExitCode.NO_USABLE_CHECKPOINT: "NoUsableCheckpoint",
     ExitCode.PREEMPTED: "Preempted",
     SIGKILL_EXIT: "Killed",
     SIGTERM_EXIT: "Terminated",

@@ -12,17 +12,10 @@ import pytest
 from tunix_api.artifacts import METRICS_FILE, PROGRESS_FILE, SUMMARY_FILE, TERMINATION_MESSAGE_LIMIT
 from tunix_api.run import Progress, Summary
 from tunix_api.training import StorageSpec
-from tunix_trainer.artifacts import (
-    RunArtifacts,
-    chunk_name,
-    compact_summary,
-    decode_records,
-    encode_records,
-    parse_chunk_name,
-    read_json,
-    storage_options,
-    summarize,
-)
+from tunix_trainer.artifact_io import read_json, storage_options
+from tunix_trainer.artifacts import RunArtifacts
+from tunix_trainer.metric_store import chunk_name, decode_records, encode_records, parse_chunk_name
+from tunix_trainer.summary import compact_summary, summarize
 
 
 class FakeClock:

@@ -13,7 +13,10 @@ the snapshot to a single background thread that runs Orbax's save; the loop goes
 step at once, since the step donates the live state but never the snapshot. The snapshot needs
 device memory for one more copy of the state: when the device reports less free memory than that
 (``memory_stats``: limit minus peak use), the save runs in the calling thread as before. Errors of
-a background save surface at the next ``save``/``wait``.
+a background save surface at the next ``save``/``wait``. A multi-process run always saves in the
+calling thread: Orbax's save issues cross-process collectives (barriers, broadcasts of the step
+list) that every process must issue in the same order as the training step's own, and a second
+thread would interleave them differently on each process.
 
 Where checkpoints go:
 
@@ -26,29 +29,61 @@ Where checkpoints go:
   ``AWS_ENDPOINT_URL_S3``), followed by a ``_TUNIX_COMMITTED`` marker written last. Only marked
   steps count as checkpoints; old ones are pruned to ``maxToKeep``. Restoring downloads the chosen
   step into staging first. The mirror needs a single process (multi-host runs use a shared volume).
+  See ``tunix_trainer.checkpoint_mirror``.
+
+Restoring never crash-loops on a damaged step: ``restore("latest")`` tries the steps newest first
+and uses the first one that is complete and intact (``tunix_trainer.checkpoint_integrity``: Orbax's
+commit marker and our meta item present, Orbax restores it, every array matches the CRC-32 saved
+with it and is finite, and the caller accepts its meta, e.g. the data position). A step that fails
+is reported with its path and reason and set aside as ``<step>.corrupt-<n>`` (renamed, never
+deleted); when steps exist but none is usable, :class:`NoUsableCheckpointError` (exit 6) names the
+directory.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-import fsspec
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from tunix_api.exit_codes import ExitCode
+from tunix_trainer.checkpoint_integrity import (
+    CHECKSUMS_KEY,
+    checksums,
+    layout_mismatch,
+    read_step_meta,
+    state_problem,
+)
+from tunix_trainer.checkpoint_mirror import COMMIT_MARKER, ObjectStoreMirror, set_aside_name
 from tunix_trainer.errors import ConfigError, TrainerError
 
-COMMIT_MARKER = "_TUNIX_COMMITTED"
+__all__ = ["COMMIT_MARKER", "Checkpointer", "NoUsableCheckpointError", "Restored"]
+
 _STATE = "state"
 _META = "meta"
+_REASON_LIMIT = 300  # characters of an Orbax/TensorStore error kept in the one-line reason
+
+
+class NoUsableCheckpointError(TrainerError):
+    """Checkpoints exist but none restores intact (each was set aside); retrying cannot help."""
+
+    exit_code = ExitCode.NO_USABLE_CHECKPOINT
+    label = "no usable checkpoint"
+
+
+class DamagedCheckpoint(Exception):
+    """One checkpoint step cannot be used; the message is the reason."""
 
 
 @dataclass
@@ -56,6 +91,7 @@ class Restored:
     step: int
     state: Any
     meta: dict[str, Any]
+    set_aside: list[str] = field(default_factory=list)  # damaged newer steps, where they went
 
 
 def is_remote(uri: str) -> bool:
@@ -69,15 +105,6 @@ def local_path(uri: str) -> str:
     if uri.startswith("file://"):
         uri = urlparse(uri).path
     return os.path.abspath(os.path.expanduser(uri))
-
-
-def upload_tree(fs: fsspec.AbstractFileSystem, local_dir: str, prefix: str) -> None:
-    """Copy every file under ``local_dir`` to ``prefix`` on ``fs``, keeping relative paths."""
-    for dirpath, _, filenames in os.walk(local_dir):
-        for filename in filenames:
-            local = os.path.join(dirpath, filename)
-            rel = os.path.relpath(local, local_dir).replace(os.sep, "/")
-            fs.put_file(local, f"{prefix.rstrip('/')}/{rel}")
 
 
 def parse_resume(resume: str) -> int | str:
@@ -105,7 +132,7 @@ class Checkpointer:
         self.uri = uri
         self.save_interval_steps = save_interval_steps
         self.max_to_keep = max_to_keep
-        self._mirror = _Mirror(uri, storage_options, max_to_keep) if is_remote(uri) else None
+        self._mirror = ObjectStoreMirror(uri, storage_options, max_to_keep) if is_remote(uri) else None
         if self._mirror is not None:
             if jax.process_count() > 1:
                 raise ConfigError(
@@ -117,6 +144,7 @@ class Checkpointer:
         else:
             self._staging = None
             directory, keep = local_path(uri), max_to_keep
+        self._directory = directory
         self._manager = ocp.CheckpointManager(
             directory,
             options=ocp.CheckpointManagerOptions(
@@ -134,7 +162,7 @@ class Checkpointer:
         """Durable checkpoint steps, oldest first."""
         if self._mirror is not None:
             return self._mirror.steps()
-        return sorted(self._manager.all_steps())
+        return local_steps(self._directory)
 
     def latest_step(self) -> int | None:
         steps = self.all_steps()
@@ -160,7 +188,9 @@ class Checkpointer:
         self._in_flight = step
         self._last_saved = step
         meta = dict(meta)
-        if has_room_for_copy(state):
+        # Multi-process: Orbax's save runs collectives (barriers, broadcasts) that must be issued
+        # in the same order on every process as the training step's, so it stays on this thread.
+        if jax.process_count() == 1 and has_room_for_copy(state):
             snapshot = device_snapshot(state)
             self._saving = self._saver.submit(self._save_now, step, snapshot, meta)
         else:
@@ -188,11 +218,16 @@ class Checkpointer:
                 shutil.rmtree(self._staging, ignore_errors=True)
 
     # -- restore -------------------------------------------------------------------------------
-    def restore(self, resume: str, target: Any) -> Restored | None:
+    def restore(
+        self, resume: str, target: Any, accept: Callable[[dict[str, Any]], None] | None = None
+    ) -> Restored | None:
         """Restore per ``resume`` ("latest" | "none" | "<step>") into ``target`` (an abstract state).
 
-        "none" starts over: existing checkpoints are deleted. A step number that is not present
-        raises ConfigError; checkpoints after a restored step are deleted (training goes on from it).
+        "none" starts over: existing checkpoints are deleted. "latest" takes the newest usable
+        step, setting damaged ones aside; a step number that is not present raises ConfigError, one
+        that is damaged NoUsableCheckpointError. Checkpoints after the restored step are deleted
+        (training goes on from it). ``accept(meta)`` may reject a step's meta by raising
+        ValueError, KeyError or TypeError (e.g. an impossible data position).
         """
         choice = parse_resume(resume)
         steps = self.all_steps()
@@ -200,33 +235,99 @@ class Checkpointer:
             self._delete(steps)
             return None
         if choice == "latest":
-            if not steps:
-                return None
-            step = steps[-1]
+            candidates = steps[::-1]
         else:
-            step = int(choice)
-            if step not in steps:
+            if int(choice) not in steps:
                 available = ", ".join(map(str, steps)) or "none"
                 raise ConfigError(
-                    f"spec.checkpoint.resume: step {step} not found in {self.uri} (available: {available})"
+                    f"spec.checkpoint.resume: step {choice} not found in {self.uri} (available: {available})"
                 )
-        self._delete([s for s in steps if s > step])
+            candidates = [int(choice)]
+        set_aside: list[str] = []
+        for step in candidates:
+            try:
+                state, meta = self._restore_step(step, target, accept)
+            except DamagedCheckpoint as exc:
+                where = self._set_aside(step)
+                _say(f"checkpoint {step} in {self.uri} is unusable: {exc}; set aside as {where}")
+                set_aside.append(where)
+                continue
+            self._delete([s for s in self.all_steps() if s > step])
+            self._last_saved = step
+            if set_aside:
+                _say(f"resuming from checkpoint {step}, the newest intact one in {self.uri}")
+            return Restored(step=step, state=state, meta=meta, set_aside=set_aside)
+        earlier = self._set_aside_names()
+        if set_aside or (choice == "latest" and earlier):
+            names = [where.rstrip("/").rsplit("/", 1)[-1] for where in set_aside] or earlier
+            raise NoUsableCheckpointError(
+                f"{self.uri}: every checkpoint step is damaged and was set aside "
+                f"({', '.join(names)}); set spec.checkpoint.resume to none to start over"
+            )
+        return None
+
+    def _restore_step(
+        self, step: int, target: Any, accept: Callable[[dict[str, Any]], None] | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Restore one step and check it; DamagedCheckpoint says why it cannot be used."""
         if self._mirror is not None:
             self._mirror.download(step, self._staging)
-            self._manager.reload()
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **{_STATE: ocp.args.StandardRestore(target), _META: ocp.args.JsonRestore()}
-            ),
-        )
-        self._last_saved = step
-        return Restored(step=step, state=restored[_STATE], meta=dict(restored[_META]))
+        self._manager.reload()
+        saved_meta, problem = read_step_meta(os.path.join(self._directory, str(step)), _STATE, _META)
+        if saved_meta is None:
+            raise DamagedCheckpoint(problem)
+        mismatch = layout_mismatch(target, saved_meta.get(CHECKSUMS_KEY))
+        if mismatch is not None:
+            raise ConfigError(
+                f"spec.model: checkpoint {step} in {self.uri} was saved by another model ({mismatch}); "
+                "set spec.checkpoint.resume to none to start over"
+            )
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardRestore(target), _META: ocp.args.JsonRestore()}
+                ),
+            )
+        except Exception as exc:  # Orbax/TensorStore: a truncated, missing or garbled file
+            raise DamagedCheckpoint(f"restore failed: {_one_line(exc)}") from exc
+        meta = dict(restored[_META])
+        problem = state_problem(restored[_STATE], meta.pop(CHECKSUMS_KEY, None))
+        if problem is not None:
+            raise DamagedCheckpoint(problem)
+        if accept is not None:
+            try:
+                accept(meta)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DamagedCheckpoint(f"its meta item is invalid: {_one_line(exc)}") from exc
+        return restored[_STATE], meta
+
+    def _set_aside(self, step: int) -> str:
+        """Rename a damaged step to ``<step>.corrupt-<n>`` (remotely too); returns where it went."""
+        local = os.path.join(self._directory, str(step))
+        if self._mirror is not None:
+            shutil.rmtree(local, ignore_errors=True)  # only a downloaded copy
+            where = self._mirror.set_aside(step)
+        else:
+            where = os.path.join(self._directory, set_aside_name(step, set(os.listdir(self._directory))))
+            with contextlib.suppress(FileNotFoundError):  # another process of a multi-host run was first
+                os.rename(local, where)
+        self._manager.reload()
+        return where
+
+    def _set_aside_names(self) -> list[str]:
+        if self._mirror is not None:
+            return self._mirror.set_aside_names()
+        try:
+            return sorted(n for n in os.listdir(self._directory) if ".corrupt-" in n)
+        except FileNotFoundError:
+            return []
 
     # -- internals -----------------------------------------------------------------------------
     def _save_now(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         if self._mirror is not None:
             self._mirror.drain()
+        meta = {**meta, CHECKSUMS_KEY: checksums(state)}  # on the save thread when asynchronous
         self._manager.save(
             step,
             args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}),
@@ -245,10 +346,12 @@ class Checkpointer:
         print(f"tunix-train: deleting checkpoints {steps} in {self.uri}", file=sys.stderr)
         if self._mirror is not None:
             self._mirror.delete(steps)
-        local = set(self._manager.all_steps())
+        managed = set(self._manager.all_steps())
         for step in steps:
-            if step in local:  # in mirror mode: a downloaded copy in staging
+            if step in managed:  # in mirror mode: a downloaded copy in staging
                 self._manager.delete(step)
+            else:  # a step directory Orbax does not list (e.g. incomplete)
+                shutil.rmtree(os.path.join(self._directory, str(step)), ignore_errors=True)
 
     def _mirror_finished(self) -> None:
         """Queue uploads of every finished local step not mirrored yet."""
@@ -257,6 +360,24 @@ class Checkpointer:
         for step in sorted(self._manager.all_steps()):
             if step != self._in_flight:
                 self._mirror.upload(step, os.path.join(self._staging, str(step)))
+
+
+def local_steps(directory: str) -> list[int]:
+    """Step numbers of the step directories (named by digits only) in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and os.path.isdir(os.path.join(directory, n)))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
+
+
+def _say(message: str) -> None:
+    print(f"tunix-train: {message}", file=sys.stderr, flush=True)
 
 
 @jax.jit
@@ -280,84 +401,3 @@ def has_room_for_copy(state: Any) -> bool:
             if stats["bytes_limit"] - peak < nbytes:
                 return False
     return True
-
-
-class _Mirror:
-    """Copies finished checkpoint steps between the staging directory and an object store."""
-
-    def __init__(self, uri: str, storage_options: dict[str, Any] | None, max_to_keep: int) -> None:
-        self.uri = uri.rstrip("/")
-        self.fs, root = fsspec.core.url_to_fs(self.uri, **(storage_options or {}))
-        self.root = root.rstrip("/")  # the path as the filesystem spells it (no scheme)
-        self.max_to_keep = max_to_keep
-        self._uploaded: set[int] = set()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-upload")
-        self._pending: list[concurrent.futures.Future[None]] = []
-
-    def steps(self) -> list[int]:
-        self.fs.invalidate_cache(self.root)
-        try:
-            entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
-            return []
-        steps = []
-        for entry in entries:
-            name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name.isdigit() and self.fs.exists(f"{self._step_path(int(name))}/{COMMIT_MARKER}"):
-                steps.append(int(name))
-        return sorted(steps)
-
-    def upload(self, step: int, local_dir: str) -> None:
-        if step in self._uploaded:
-            return
-        self._uploaded.add(step)
-        self._pending.append(self._pool.submit(self._upload, step, local_dir))
-
-    def drain(self) -> None:
-        """Wait for queued uploads; re-raise the first failure."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            try:
-                future.result()
-            except Exception as exc:
-                raise TrainerError(f"checkpoint upload to {self.uri} failed: {exc}") from exc
-
-    def download(self, step: int, staging: str) -> None:
-        target = os.path.join(staging, str(step))
-        if os.path.isdir(target):
-            return
-        partial = target + ".download"
-        shutil.rmtree(partial, ignore_errors=True)
-        prefix = self._step_path(step)
-        for remote in self.fs.find(prefix):
-            rel = remote[len(prefix) :].lstrip("/")
-            if rel == COMMIT_MARKER:
-                continue
-            local = os.path.join(partial, rel)
-            os.makedirs(os.path.dirname(local), exist_ok=True)
-            self.fs.get_file(remote, local)
-        os.rename(partial, target)  # Orbax treats a plainly named step directory as finished
-        self._uploaded.add(step)
-
-    def delete(self, steps: list[int]) -> None:
-        for step in steps:
-            self._uploaded.discard(step)
-            path = self._step_path(step)
-            marker = f"{path}/{COMMIT_MARKER}"
-            if self.fs.exists(marker):
-                self.fs.rm(marker)  # uncommit first: a half-deleted step is never restored
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-    def _upload(self, step: int, local_dir: str) -> None:
-        prefix = self._step_path(step)
-        upload_tree(self.fs, local_dir, prefix)
-        self.fs.pipe_file(f"{prefix}/{COMMIT_MARKER}", b"")
-        committed = self.steps()
-        self.delete(committed[: max(len(committed) - self.max_to_keep, 0)])
-
-    def _step_path(self, step: int) -> str:
-        return f"{self.root}/{step}"

@@ -30,7 +30,8 @@ from tunix_trainer.checkpoint import Checkpointer
 from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import make_mesh, select_devices
-from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError
+from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
+from tunix_trainer.metric_record import MetricRecord
 from tunix_trainer.model import ModelConfig, choose_attention_impl, count_params, resolve_model_config
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
@@ -83,7 +84,11 @@ def train(
         storage_options=options_for(checkpoint_uri, spec.storage),
     )
     try:
-        restored = checkpointer.restore(resume or spec.checkpoint.resume, abstract_state(train_state.state))
+        restored = checkpointer.restore(
+            resume or spec.checkpoint.resume,
+            abstract_state(train_state.state),
+            accept=lambda meta: data.restore(meta["data"]) if "data" in meta else None,
+        )
         artifacts: RunArtifacts | _NoArtifacts = (
             RunArtifacts(
                 artifacts_uri,
@@ -151,6 +156,7 @@ class _Loop:
         self.on_progress = on_progress
         self.stop_event = stop_event
         self.start_step = 0
+        self.restored_from: int | None = None  # the checkpoint step this attempt resumed from
         self.tokens_seen = 0
         self.prior_wall = 0.0  # wall time of earlier attempts
         self._t0 = time.monotonic()
@@ -160,6 +166,7 @@ class _Loop:
     def resume_from(self, step: int, meta: dict[str, Any]) -> None:
         """Continue after checkpoint ``step`` (data position, token count and clock from its meta)."""
         self.start_step = step
+        self.restored_from = step
         self.tokens_seen = int(meta.get("tokens_seen", 0))
         self.prior_wall = float(meta.get("wall_time_seconds", 0.0))
         if "data" in meta:
@@ -173,7 +180,7 @@ class _Loop:
 
     def run(self, state: Any, provenance: dict[str, Any]) -> dict[str, Any]:
         total = self.training.steps
-        self.artifacts.start(resume_step=self.start_step)
+        self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
         step, pending = self.start_step, None
         try:
             while step < total and not self._stop_requested():
@@ -196,6 +203,12 @@ class _Loop:
             self.checkpointer.wait()
         finally:
             self.artifacts.close()
+        if self.artifacts.missing_steps:  # a run never succeeds with a hole in its metrics
+            first, last = self.artifacts.missing_steps
+            raise TrainerError(
+                f"the metrics of steps {first}..{last} were lost before this attempt's checkpoint; "
+                f"resume from an earlier checkpoint (spec.checkpoint.resume) to re-create them"
+            )
         summary = summarize(
             self.artifacts.read_metrics(), wall_time_seconds=self._wall(), provenance=provenance
         )
@@ -217,7 +230,7 @@ class _Loop:
                 if self._ema_step_time is None
                 else _EMA * self._ema_step_time + (1 - _EMA) * step_time
             )
-        record = make_record(
+        record = MetricRecord.measure(
             step=pending.step,
             values=values,
             tokens=tokens,
@@ -225,7 +238,8 @@ class _Loop:
             wall_time=self._wall(),
             now=dt.datetime.now(dt.UTC),
             includes_compile=includes_compile,
-        )
+            restored_from=self.restored_from if includes_compile else None,
+        ).to_json()
         diverged = [name for name in ("loss", "grad_norm") if not math.isfinite(values[name])]
         last = pending.step == self.training.steps
         if diverged or last or pending.step % self.log_every == 0:
@@ -259,14 +273,18 @@ class _Loop:
             "config_hash": self.run_config.config_hash,
             "wall_time_seconds": self._wall(),
         }
+        # The metrics up to ``step`` become durable before the checkpoint exists: a checkpoint is
+        # never the resume point of records that were lost (a failed flush saves nothing).
+        self.artifacts.flush()
         self.checkpointer.save(step, state, meta)
-        self.artifacts.flush()  # metrics up to the checkpoint are durable with it
 
     def _preempt(self, step: int, state: Any) -> None:
         if step > self.start_step and self.checkpointer.latest_saved != step:
             self._save(step, state)
         self.checkpointer.wait()
         self.artifacts.close()
+        if step == 0:  # nothing trained: no checkpoint, and none is claimed
+            raise PreemptedError("stopped by SIGTERM before the first step; no checkpoint to save", step=0)
         raise PreemptedError(f"stopped by SIGTERM at step {step}; checkpoint saved", step=step)
 
     def _stop_requested(self) -> bool:
@@ -281,32 +299,6 @@ class _Loop:
 
 
 # -- pure helpers ------------------------------------------------------------------------------
-def make_record(
-    *,
-    step: int,
-    values: dict[str, float],
-    tokens: int,
-    step_time: float,
-    wall_time: float,
-    now: dt.datetime,
-    includes_compile: bool = False,
-) -> dict[str, Any]:
-    """One metrics.jsonl record. ``includes_compile`` marks an attempt's first step, whose time
-    includes tracing and compilation (excluded from the summary's average throughput)."""
-    return {
-        "step": step,
-        "loss": values["loss"],
-        "learning_rate": values["learning_rate"],
-        "grad_norm": values["grad_norm"],
-        "tokens": tokens,
-        "tokens_per_second": tokens / step_time if step_time > 0 else None,
-        "step_time_seconds": step_time,
-        "includes_compile": includes_compile,
-        "wall_time_seconds": wall_time,
-        "timestamp": now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }
-
-
 def make_provenance(
     run: LoadedRun, devices: list[jax.Device], model_cfg: ModelConfig, dataset_checksum: str
 ) -> dict[str, Any]:
@@ -390,7 +382,9 @@ def _close_quietly(checkpointer: Checkpointer) -> None:
 class _NoArtifacts:
     """Stands in for RunArtifacts on processes other than 0 (one process owns the artifacts)."""
 
-    def start(self, resume_step: int) -> None: ...
+    missing_steps: tuple[int, int] | None = None
+
+    def start(self, resume_step: int, restored_from: int | None = None) -> None: ...
     def log_step(self, record: dict) -> None: ...
     def progress(self, **kwargs: Any) -> None: ...
     def flush(self) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fsspec
 
-from tunix_trainer.checkpoint import upload_tree
+from tunix_trainer.checkpoint_mirror import upload_tree
 
 
 def upload_directory(local_dir: str, uri: str, storage_options: dict | None = None) -> None:

@@ -1,0 +1,127 @@
+"""Storage I/O for the run's artifacts: fsspec options, whole-object writes, JSON, retries.
+
+Objects are replaced whole (temp file + ``os.replace`` on a local disk, one PUT elsewhere), so a
+reader never sees a partial document. Calls on object stores go through
+:func:`tunix_trainer.storage_retry.retrying` (local disks are not retried), and S3 filesystems get
+bounded connect/read timeouts (``storage_retry.s3_config``) so a black-holed connection fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from tunix_api.training import StorageSpec
+from tunix_trainer.storage_retry import retrying, s3_config
+
+T = TypeVar("T")
+
+
+def storage_options(storage: StorageSpec) -> dict:
+    """fsspec keyword arguments for ``storage`` (credentials come from the AWS env vars).
+
+    Endpoint and region apply to S3 only; for another explicit scheme they are dropped.
+    With no ``uri`` (the operator supplies the base URI) they are kept if set.
+    """
+    scheme = storage.uri.split("://", 1)[0].lower() if storage.uri and "://" in storage.uri else None
+    if storage.uri is not None and scheme not in ("s3", "s3a"):
+        return {}
+    client_kwargs = {}
+    if storage.endpoint_url:
+        client_kwargs["endpoint_url"] = storage.endpoint_url
+    if storage.region:
+        client_kwargs["region_name"] = storage.region
+    return {"client_kwargs": client_kwargs} if client_kwargs else {}
+
+
+def open_fs(uri: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path) for ``uri``; S3 gets bounded timeouts and leaves retrying to us."""
+    options = dict(options or {})
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in ("s3", "s3a"):
+        options["config_kwargs"] = {**s3_config(), **options.get("config_kwargs", {})}
+    fs, path = fsspec.core.url_to_fs(uri, **options)
+    if scheme in ("s3", "s3a"):
+        fs.retries = 1  # s3fs would retry a timed-out call 5 times; storage_retry owns the deadline
+    return fs, path
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def with_retries(fs: fsspec.AbstractFileSystem, what: str, call: Callable[[], T]) -> T:
+    """``call()``, retried on transient errors unless ``fs`` is a local disk."""
+    return call() if is_local(fs) else retrying(what, call)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: numpy/JAX scalars unwrapped, non-finite floats None."""
+    if hasattr(value, "item") and not isinstance(value, dict | list | tuple | str | bytes):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Replace ``path`` whole: temp file + ``os.replace`` locally, one PUT elsewhere (retried)."""
+    if is_local(fs):
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    else:
+        retrying(f"write of {path}", lambda: fs.pipe_file(path, data))
+
+
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """Contents of ``path``, or None if it does not exist (retried on object stores)."""
+
+    def read() -> bytes | None:
+        fs.invalidate_cache(path)
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    return with_retries(fs, f"read of {path}", read)
+
+
+def write_json(uri: str, document: dict, storage_options: dict | None = None) -> None:
+    """Replace the JSON object at ``uri`` whole (atomically on local disk, one PUT elsewhere)."""
+    fs, path = open_fs(uri, storage_options)
+    write_atomic(fs, path, (json.dumps(json_safe(document), indent=2, allow_nan=False) + "\n").encode())
+
+
+def read_json(uri: str, storage_options: dict | None = None) -> dict | None:
+    """The JSON object at ``uri`` (progress.json, summary.json...), or None if missing."""
+    fs, path = open_fs(uri, storage_options)
+    data = read_bytes(fs, path)
+    if data is None:
+        return None
+    doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{uri}: expected a JSON object, found {type(doc).__name__}")
+    return doc
