@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -380,6 +381,24 @@ def test_local_run_interrupted_then_resumed(tmp_path, monkeypatch, capsys) -> No
     assert json.loads((artifacts / SUMMARY_FILE).read_text())["total_steps"] == 6
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
     assert "6/6" in captured.err  # not a TTY: plain progress lines
+
+
+def test_local_run_stopped_before_the_first_step_does_not_claim_a_checkpoint(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    write_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    @contextlib.contextmanager
+    def stop_at_once(stop_event, _stream):
+        stop_event.set()
+        yield
+
+    monkeypatch.setattr(cli, "stop_on_signals", stop_at_once)
+    assert cli.main(["run", "run.yaml", "--local", "--no-progress"]) == ExitCode.PREEMPTED
+    err = capsys.readouterr().err
+    assert "tunix-rt: stopped before the first step; no checkpoint was saved." in err
+    assert "checkpoint in" not in err and "checkpoint saved" not in err
 
 
 def test_local_run_with_artifacts_on_s3(tmp_path, monkeypatch, capsys, s3_bucket: str) -> None:

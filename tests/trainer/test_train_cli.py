@@ -121,15 +121,16 @@ def test_benchmark_mode_is_refused(write_config, tmp_path, capsys):
     assert "spec.mode" in capsys.readouterr().err
 
 
-def test_stop_before_the_first_step_exits_preempted_without_a_checkpoint(write_config, tmp_path):
+def test_stop_before_the_first_step_exits_preempted_without_a_checkpoint(write_config, tmp_path, capsys):
     import threading
 
     stop = threading.Event()
     stop.set()
-    art = tmp_path / "a"
-    assert (
-        main(["--config", str(write_config()), "--artifacts-uri", str(art)], stop_event=stop)
-        == ExitCode.PREEMPTED
-    )
+    art, log = tmp_path / "a", tmp_path / "termination-log"
+    argv = ["--config", str(write_config()), "--artifacts-uri", str(art), "--termination-log", str(log)]
+    assert main(argv, stop_event=stop) == ExitCode.PREEMPTED
     assert not [p for p in (art / "checkpoints").iterdir() if p.name.isdigit()]
     assert not (art / "summary.json").exists()
+    message = "stopped by SIGTERM before the first step; no checkpoint to save"
+    assert f"tunix-train: preempted: {message}" in capsys.readouterr().err
+    assert log.read_text() == f"Preempted: {message}"

@@ -248,11 +248,14 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
             )
     except PreemptedError as exc:
         display.finish()
-        print(
-            f"{PROG}: stopped after step {exc.step}; checkpoint in {checkpoint_uri}. "
-            "Run the same command again to resume.",
-            file=sys.stderr,
-        )
+        if exc.step == 0:
+            print(f"{PROG}: stopped before the first step; no checkpoint was saved.", file=sys.stderr)
+        else:
+            print(
+                f"{PROG}: stopped after step {exc.step}; checkpoint in {checkpoint_uri}. "
+                "Run the same command again to resume.",
+                file=sys.stderr,
+            )
         return int(exc.exit_code)
     display.finish()
 

@@ -34,7 +34,8 @@ class DeviceUnavailableError(TrainerError):
 
 
 class PreemptedError(TrainerError):
-    """Training stopped on SIGTERM after saving a checkpoint; the run resumes from it."""
+    """Training stopped on SIGTERM after saving a checkpoint (none before the first step); the run
+    resumes from it."""
 
     exit_code = ExitCode.PREEMPTED
     label = "preempted"
