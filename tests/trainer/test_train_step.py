@@ -136,8 +136,12 @@ def test_grad_accumulation_matches_one_big_batch():
     (m1, s1), (m2, s2) = results
     for name in ("loss", "grad_norm", "tokens", "learning_rate"):
         np.testing.assert_allclose(m1[name], m2[name], rtol=1e-5)
+    # Adam's first update is lr * g / (|g| + eps): where g is within a few eps of zero, float32
+    # summation-order noise of ~1e-10 in g (1e-7 relative to the largest gradients) moves the
+    # update by up to lr * 1e-10 / eps = 1e-2 * lr.
+    atol = spec.learning_rate * 1e-10 / spec.eps
     for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
 
 
 def test_masked_tokens_do_not_move_the_loss():

@@ -1,10 +1,11 @@
 """Decoder-only transformer in Flax NNX (Llama-style).
 
 Token embedding -> ``n_layers`` pre-norm blocks (RMSNorm, causal grouped-query self-attention with
-rotary position embeddings, RMSNorm, SwiGLU MLP) -> final RMSNorm -> output head tied to the
-embedding. No biases. Parameters are stored in ``cfg.param_dtype`` and cast to ``cfg.dtype`` where
-they are used; normalisation statistics, rotary embeddings and the attention softmax are computed in
-float32.
+rotary position embeddings, RMSNorm, SwiGLU MLP) -> final RMSNorm -> output head (the embedding,
+or a separate matrix when ``tie_embeddings`` is off). No biases. Parameters are stored in
+``cfg.param_dtype`` and cast to ``cfg.dtype`` where they are used; normalisation statistics, rotary
+embeddings and the attention softmax are computed in float32. The layout is Hugging Face's
+``LlamaForCausalLM`` up to reshapes and transposes (``tunix_trainer.pretrained.weights``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tunix_trainer.presets import PRESETS, ModelConfig, pad_vocab, resolve_model_config
+from tunix_trainer.presets import PRESETS, ModelConfig, RopeScaling, pad_vocab, resolve_model_config
 
 __all__ = [
     "PRESETS",
     "ModelConfig",
+    "RopeScaling",
     "Transformer",
     "choose_attention_impl",
     "count_params",
@@ -76,9 +78,28 @@ class RMSNorm(nnx.Module):
         return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos and sin of the rotary angles (float32, [1, T, 1, head_dim/2], broadcast over [B, T, N, H])."""
+def rope_frequencies(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> jax.Array:
+    """The rotary inverse frequencies [head_dim/2] (float32), with Llama 3's scaling when given:
+    wavelengths longer than ``original / low_freq_factor`` are divided by ``factor``, shorter than
+    ``original / high_freq_factor`` kept, and the band between interpolated smoothly."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    if scaling is None:
+        return inv_freq
+    original = scaling.original_max_position_embeddings
+    wavelen = 2 * math.pi / inv_freq
+    smooth = (original / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
+    scaled = jnp.where(wavelen > original / scaling.low_freq_factor, inv_freq / scaling.factor, smoothed)
+    return jnp.where(wavelen < original / scaling.high_freq_factor, inv_freq, scaled)
+
+
+def rope_tables(
+    seq_len: int, head_dim: int, theta: float, scaling: RopeScaling | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """cos and sin of the rotary angles (float32, [1, T, 1, head_dim/2], broadcast over [B, T, N, H])."""
+    inv_freq = rope_frequencies(head_dim, theta, scaling)
     angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
     return jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
 
@@ -147,16 +168,19 @@ class Transformer(nnx.Module):
         self.embed = _normal(rngs, (cfg.vocab_size, cfg.d_model), INIT_STD, cfg.param_dtype)
         self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
+        if not cfg.tie_embeddings:  # [vocab, d] like the embedding (and Hugging Face's lm_head)
+            self.head = _normal(rngs, (cfg.vocab_size, cfg.d_model), INIT_STD, cfg.param_dtype)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
         cfg = self.cfg
         embed = self.embed[...]
         x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
-        cos, sin = rope_tables(tokens.shape[1], cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope_tables(tokens.shape[1], cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         for block in self.blocks:
             x = block(x, cos, sin)
         x = self.final_norm(x)
-        return jnp.einsum("btd,vd->btv", x, embed.astype(cfg.dtype))
+        head = embed if cfg.tie_embeddings else self.head[...]
+        return jnp.einsum("btd,vd->btv", x, head.astype(cfg.dtype))
 
 
 def _matmul_params_per_layer(cfg: ModelConfig) -> int:
@@ -170,10 +194,12 @@ def count_params(cfg: ModelConfig) -> int:
     """Exact number of parameters of ``Transformer(cfg)``.
 
     ``V*d`` (embedding, shared with the head) + ``L * (2d + d*(H + 2K)*h + H*h*d + 3*d*d_ff)`` + ``d``
-    (final norm), with h the head dimension and K the key/value heads.
+    (final norm), with h the head dimension and K the key/value heads; another ``V*d`` for an
+    untied head.
     """
     per_layer = 2 * cfg.d_model + _matmul_params_per_layer(cfg)
-    return cfg.vocab_size * cfg.d_model + cfg.n_layers * per_layer + cfg.d_model
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model
+    return cfg.vocab_size * cfg.d_model + head + cfg.n_layers * per_layer + cfg.d_model
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

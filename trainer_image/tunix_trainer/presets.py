@@ -37,6 +37,23 @@ _DTYPES: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3's RoPE frequency scaling (Hugging Face ``rope_scaling`` of type ``llama3``): long
+    wavelengths are divided by ``factor``, short ones kept, the band between interpolated."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+    def __post_init__(self) -> None:
+        if self.factor <= 0 or self.original_max_position_embeddings < 1:
+            raise ValueError("rope_scaling factor and original_max_position_embeddings must be positive")
+        if not 0 < self.low_freq_factor < self.high_freq_factor:
+            raise ValueError("rope_scaling needs 0 < low_freq_factor < high_freq_factor")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Shape and numerics of the decoder-only transformer (see ``tunix_trainer.model``)."""
 
@@ -53,6 +70,10 @@ class ModelConfig:
     # ``implementation`` of jax.nn.dot_product_attention: None lets JAX choose, "cudnn" forces the
     # fused GPU kernel (bf16/fp16 only), "xla" the portable one.
     attention_impl: str | None = None
+    tie_embeddings: bool = True  # the output head is the embedding; False: a separate ``head``
+    rope_scaling: RopeScaling | None = None
+    # Ids >= this get no probability mass in the loss (the vocabulary's padding rows); None: none.
+    valid_vocab_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff"):
@@ -68,6 +89,10 @@ class ModelConfig:
             )
         if self.rope_theta <= 0:
             raise ValueError(f"ropeTheta must be positive, got {self.rope_theta}")
+        if self.valid_vocab_size is not None and not 0 < self.valid_vocab_size <= self.vocab_size:
+            raise ValueError(
+                f"valid_vocab_size must be in [1, {self.vocab_size}], got {self.valid_vocab_size}"
+            )
         if self.attention_impl not in (None, "xla", "cudnn"):
             raise ValueError(f"attention_impl must be None, 'xla' or 'cudnn', got {self.attention_impl!r}")
 
@@ -137,4 +162,5 @@ def resolve_model_config(
     if tokenizer_vocab_size < 1:
         raise ValueError(f"tokenizer vocabulary size must be positive, got {tokenizer_vocab_size}")
     values["vocab_size"] = pad_vocab(max(values.get("vocab_size", 0), tokenizer_vocab_size))
+    values["valid_vocab_size"] = tokenizer_vocab_size
     return ModelConfig(**values, dtype=parse_dtype(compute_dtype), param_dtype=parse_dtype(param_dtype))

@@ -74,11 +74,11 @@ def abstract_state(state: nnx.State) -> nnx.State:
 
 
 def token_loss_sums(
-    logits: jax.Array, targets: jax.Array, loss_mask: jax.Array
+    logits: jax.Array, targets: jax.Array, loss_mask: jax.Array, valid_vocab: int | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """(sum of masked token cross-entropy, sum of the mask), computed in float32 from ``logits`` in
-    their own dtype (see ``tunix_trainer.losses``)."""
-    ce = softmax_cross_entropy(logits, targets)
+    their own dtype (see ``tunix_trainer.losses``); ids ``>= valid_vocab`` get no probability."""
+    ce = softmax_cross_entropy(logits, targets, valid_vocab)
     mask = loss_mask.astype(jnp.float32)
     return jnp.sum(ce * mask), jnp.sum(mask)
 
@@ -101,7 +101,7 @@ def train_step(
 
     def micro_loss(p: nnx.State, micro: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         logits = nnx.merge(model_def, p, rest)(micro["inputs"])
-        return token_loss_sums(logits, micro["targets"], micro["loss_mask"])
+        return token_loss_sums(logits, micro["targets"], micro["loss_mask"], model.cfg.valid_vocab_size)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
