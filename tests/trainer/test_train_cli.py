@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import pytest
 
@@ -134,3 +136,31 @@ def test_stop_before_the_first_step_exits_preempted_without_a_checkpoint(write_c
     message = "stopped by SIGTERM before the first step; no checkpoint to save"
     assert f"tunix-train: preempted: {message}" in capsys.readouterr().err
     assert log.read_text() == f"Preempted: {message}"
+
+
+def _full_disk(_fd):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    from tunix_trainer.artifact_io import write_atomic
+
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    target = tmp_path / "artifacts" / "metrics.jsonl"
+    with pytest.raises(OSError) as info:
+        write_atomic(LocalFileSystem(), str(target), b"{}\n")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert str(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert list(target.parent.iterdir()) == []  # no temp file left behind
+
+
+def test_train_on_a_full_artifacts_disk_says_which_path(write_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(os, "fsync", _full_disk)
+    art = tmp_path / "a"
+    code = main(["--config", str(write_config()), "--artifacts-uri", str(art)])
+    assert code == ExitCode.ERROR  # retryable: space may be freed
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("tunix-train: error: OSError: [Errno 28] No space left on device: ")
+    assert f"'{art}/" in last

@@ -88,9 +88,11 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.filename is None:  # e.g. a full disk: say which file
+                raise OSError(exc.errno, exc.strerror, path) from exc
             raise
     else:
         retrying(f"write of {path}", lambda: fs.pipe_file(path, data))
