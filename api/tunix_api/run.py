@@ -19,6 +19,7 @@ from tunix_api.training import (
     MetricsSpec,
     ModelSpec,
     StorageSpec,
+    TokenizerKind,
     TrainingSpec,
     cel,
 )
@@ -232,6 +233,16 @@ class TunixRunSpec(ApiModel):
             raise ValueError("dataset is required when mode is Train")
         if self.accelerator.type == AcceleratorType.NONE and self.accelerator.count_per_host != 1:
             raise ValueError("accelerator.countPerHost needs an accelerator type")
+        kind = self.dataset.tokenizer.kind if self.dataset is not None else None
+        pretrained = self.model.pretrained is not None
+        if kind == TokenizerKind.HUGGINGFACE and not (self.dataset.tokenizer.uri or pretrained):
+            raise ValueError(
+                "dataset.tokenizer.uri is required when kind is huggingface without model.pretrained"
+            )
+        if pretrained and kind == TokenizerKind.BYTE:
+            raise ValueError(
+                "model.pretrained needs the model's tokenizer: set dataset.tokenizer.kind to huggingface"
+            )
         return self
 
 
@@ -240,6 +251,18 @@ cel(
     "TunixRunSpec",
     "!has(self.accelerator) || self.accelerator.type != 'none' || self.accelerator.countPerHost == 1",
     "accelerator.countPerHost needs an accelerator type",
+)
+cel(
+    "TunixRunSpec",
+    "!has(self.dataset) || !has(self.dataset.tokenizer) || self.dataset.tokenizer.kind != 'huggingface' "
+    "|| has(self.dataset.tokenizer.uri) || (has(self.model) && has(self.model.pretrained))",
+    "dataset.tokenizer.uri is required when kind is huggingface without model.pretrained",
+)
+cel(
+    "TunixRunSpec",
+    "!has(self.model) || !has(self.model.pretrained) || !has(self.dataset) "
+    "|| (has(self.dataset.tokenizer) && self.dataset.tokenizer.kind != 'byte')",
+    "model.pretrained needs the model's tokenizer: set dataset.tokenizer.kind to huggingface",
 )
 
 
@@ -325,6 +348,14 @@ class CheckpointStatus(OpenModel):
     )
 
 
+class ModelStatus(OpenModel):
+    """The trained model, exported in Hugging Face format."""
+
+    uri: str | None = Field(
+        None, description="Directory of the exported model (config.json, model.safetensors, tokenizer files)."
+    )
+
+
 class BenchmarkStatus(OpenModel):
     """Results of a Benchmark-mode run."""
 
@@ -374,6 +405,7 @@ class TunixRunStatus(OpenModel):
     progress: Progress | None = Field(None, description="Latest training progress.")
     summary: Summary | None = Field(None, description="Results, once a Train-mode run has succeeded.")
     checkpoint: CheckpointStatus | None = Field(None, description="Checkpoint directory and newest step.")
+    model: ModelStatus | None = Field(None, description="The trained model, exported in Hugging Face format.")
     metrics_uri: str | None = Field(
         None, description="URI of metrics.jsonl, one JSON record per logged step."
     )

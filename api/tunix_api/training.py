@@ -30,9 +30,30 @@ class ModelPreset(enum.StrEnum):
     B1 = "1b"
 
 
+class PretrainedSpec(ApiModel):
+    """A pretrained model in Hugging Face format to start from (fine-tuning)."""
+
+    uri: str = Field(
+        ...,
+        min_length=1,
+        description="A Hugging Face-format model directory: config.json, model.safetensors (or "
+        "shards with model.safetensors.index.json) and tokenizer files, at a path or a file://, "
+        "s3://, gs:// URI (e.g. on the checkpoint volume), or hf://<org>/<name>[@<revision>] from "
+        "the Hugging Face Hub (needs internet; offline it fails with exit 4). The model's shape comes "
+        "from config.json; supported: model_type llama (Llama 2/3.x incl. llama3 rope_scaling, "
+        "SmolLM2, tied or untied heads). Anything else fails before any weight is downloaded.",
+    )
+
+
 class ModelSpec(ApiModel):
     """Decoder-only transformer. A preset, optionally with dimensions overridden,
-    or explicit dimensions alone (``preset`` omitted)."""
+    explicit dimensions alone (``preset`` omitted), or a pretrained model (nothing else)."""
+
+    pretrained: PretrainedSpec | None = Field(
+        None,
+        description="Start from this pretrained model (its config.json gives the shape), instead "
+        "of a preset or dimensions, which must then be omitted.",
+    )
 
     preset: ModelPreset | None = Field(
         None,
@@ -78,6 +99,10 @@ class ModelSpec(ApiModel):
 
     @model_validator(mode="after")
     def _preset_or_dimensions(self) -> ModelSpec:
+        if self.pretrained is not None:
+            if any(getattr(self, name) is not None for name in _SHAPE_FIELDS):
+                raise ValueError("pretrained excludes preset and dimensions (config.json gives the shape)")
+            return self
         if self.preset is None:
             missing = [
                 name
@@ -101,9 +126,28 @@ class ModelSpec(ApiModel):
         return self
 
 
+_SHAPE_FIELDS = (
+    "preset",
+    "vocab_size",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "d_ff",
+    "rope_theta",
+    "norm_eps",
+)
 cel(
     "ModelSpec",
-    "has(self.preset) || (has(self.dModel) && has(self.nLayers) && has(self.nHeads) && has(self.dFf))",
+    "!has(self.pretrained) || !(has(self.preset) || has(self.vocabSize) || has(self.dModel) "
+    "|| has(self.nLayers) || has(self.nHeads) || has(self.nKvHeads) || has(self.dFf) "
+    "|| has(self.ropeTheta) || has(self.normEps))",
+    "pretrained excludes preset and dimensions (config.json gives the shape)",
+)
+cel(
+    "ModelSpec",
+    "has(self.pretrained) || has(self.preset) "
+    "|| (has(self.dModel) && has(self.nLayers) && has(self.nHeads) && has(self.dFf))",
     "without a preset, dModel, nLayers, nHeads and dFf are required",
 )
 cel(
@@ -121,6 +165,7 @@ cel(
 class TokenizerKind(enum.StrEnum):
     BYTE = "byte"
     SENTENCEPIECE = "sentencepiece"
+    HUGGINGFACE = "huggingface"
 
 
 class TokenizerSpec(ApiModel):
@@ -129,13 +174,15 @@ class TokenizerSpec(ApiModel):
     kind: TokenizerKind = Field(
         TokenizerKind.BYTE,
         description="byte (default): the UTF-8 bytes plus bos/eos ids, no file needed; "
-        "sentencepiece: the SentencePiece model at uri.",
+        "sentencepiece: the SentencePiece model at uri; huggingface: tokenizer.json (with "
+        "tokenizer_config.json: special tokens and the chat template that formats "
+        "prompt/completion records) of the model directory at uri, default model.pretrained.uri.",
     )
     uri: str | None = Field(
         None,
         min_length=1,
         description="SentencePiece model file (a path, or a file://, s3://, gs:// URI); required "
-        "when kind is sentencepiece.",
+        "when kind is sentencepiece. For huggingface: a model directory (or hf://org/name[@rev]).",
     )
 
     @model_validator(mode="after")
@@ -361,6 +408,13 @@ class CheckpointSpec(ApiModel):
         description="Where training starts: latest (default: the newest checkpoint, else step 0), "
         "none (step 0), or a step number. Read by tunix-rt run --local and tunix-train; the "
         "operator starts every attempt with latest.",
+    )
+    export_every_saves: int | None = Field(
+        None,
+        ge=1,
+        description="Also export the model in Hugging Face format to <artifacts>/model/ at every "
+        "Nth checkpoint save (replacing the previous export). The export after the last step "
+        "always happens.",
     )
     volume: CheckpointVolumeSpec | None = Field(
         None,

@@ -139,6 +139,16 @@ CEL_REJECTIONS = {
     "tokenizer.uri is required when kind is sentencepiece": _set(
         "spec.dataset.tokenizer", {"kind": "sentencepiece"}
     ),
+    "pretrained excludes preset and dimensions (config.json gives the shape)": _all(
+        _set("spec.model", {"pretrained": {"uri": "hf://org/model"}, "nLayers": 2}),
+        _set("spec.dataset.tokenizer", {"kind": "huggingface"}),
+    ),
+    "dataset.tokenizer.uri is required when kind is huggingface without model.pretrained": _set(
+        "spec.dataset.tokenizer", {"kind": "huggingface"}
+    ),
+    "model.pretrained needs the model's tokenizer: set dataset.tokenizer.kind to huggingface": _set(
+        "spec.model", {"pretrained": {"uri": "hf://org/model"}}
+    ),
     "batchSize must be divisible by gradAccumSteps": _all(
         _set("spec.training.batchSize", 10), _set("spec.training.gradAccumSteps", 4)
     ),
