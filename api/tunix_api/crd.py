@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunix_api.names import MAX_NAME_LENGTH, NAME_PATTERN
+from tunix_api.names import GENERATE_NAME_PATTERN, MAX_NAME_LENGTH, NAME_PATTERN
 from tunix_api.run import GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION, TunixRunSpec, TunixRunStatus
 from tunix_api.training import CEL_RULES
 
@@ -285,7 +285,15 @@ def metadata_schema() -> dict[str, Any]:
                 "for multi-host runs, the headless Service <name> (which must start with a letter).",
                 "maxLength": MAX_NAME_LENGTH,
                 "pattern": NAME_PATTERN,
-            }
+            },
+            # Declared so that CEL rules see name's maxLength (bounded cost) and generated names fit.
+            "generateName": {
+                "type": "string",
+                "description": "Prefix of a name the API server generates by appending 5 characters: "
+                f"at most {MAX_NAME_LENGTH - 5} characters, so that the name fits.",
+                "maxLength": MAX_NAME_LENGTH - 5,
+                "pattern": GENERATE_NAME_PATTERN,
+            },
         },
     }
 

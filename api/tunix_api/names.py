@@ -16,6 +16,7 @@ import re
 # <name>-<attempt>-<index> is a pod hostname (<= 63 characters): leave room for both numbers.
 MAX_NAME_LENGTH = 45
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label
+GENERATE_NAME_PATTERN = r"^[a-z0-9][-a-z0-9]*$"  # a label's prefix (the generated suffix ends it)
 MAX_NAMESPACE_LENGTH = 63
 NAMESPACE_PATTERN = NAME_PATTERN
 SERVICE_NAME_START = r"^[a-z]"  # a DNS-1035 label starts with a letter
@@ -44,6 +45,22 @@ def name_errors(name: str, *, hosts: int = 1) -> list[str]:
         errors.append(f"metadata.name: {name!r} must be a DNS-1123 label: {_LABEL_RULES}")
     elif hosts > 1 and not re.match(SERVICE_NAME_START, name):
         errors.append(MULTI_HOST_NAME_MESSAGE)
+    return errors
+
+
+def generate_name_errors(prefix: str) -> list[str]:
+    """Why ``prefix`` cannot be a ``metadata.generateName`` (the API server appends 5 characters)."""
+    errors = []
+    if len(prefix) > MAX_NAME_LENGTH - 5:
+        errors.append(
+            f"metadata.generateName: {len(prefix)} characters, at most {MAX_NAME_LENGTH - 5} "
+            "(the generated name adds 5)"
+        )
+    if not re.fullmatch(GENERATE_NAME_PATTERN, prefix):
+        errors.append(
+            f"metadata.generateName: {prefix!r} must be lowercase letters, digits and '-', starting "
+            "with a letter or digit"
+        )
     return errors
 
 

@@ -10,7 +10,13 @@ from typing import Any, Literal
 from pydantic import Field, StrictInt, model_validator
 
 from tunix_api.base import ApiModel, OpenModel
-from tunix_api.names import MULTI_HOST_NAME_MESSAGE, SERVICE_NAME_START, name_errors, namespace_errors
+from tunix_api.names import (
+    MULTI_HOST_NAME_MESSAGE,
+    SERVICE_NAME_START,
+    generate_name_errors,
+    name_errors,
+    namespace_errors,
+)
 from tunix_api.training import (
     BenchmarkSpec,
     CheckpointSpec,
@@ -418,7 +424,10 @@ class TunixRunStatus(OpenModel):
 
 
 class ObjectMeta(OpenModel):
+    """The parts of a Kubernetes ObjectMeta the operator and trainer read."""
+
     name: str | None = None
+    generate_name: str | None = None
     namespace: str | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
@@ -437,6 +446,8 @@ class TunixRun(ApiModel):
         problems = []
         if self.metadata.name is not None:
             problems += name_errors(self.metadata.name, hosts=self.spec.accelerator.hosts)
+        if self.metadata.generate_name is not None:
+            problems += generate_name_errors(self.metadata.generate_name)
         if self.metadata.namespace is not None:
             problems += namespace_errors(self.metadata.namespace)
         if problems:

@@ -125,6 +125,8 @@ SCHEMA_REJECTIONS = [
     ("name-parent-dir", _set("metadata.name", "../run"), "does not match"),
     ("name-trailing-dash", _set("metadata.name", "run-"), "does not match"),
     ("name-too-long", _set("metadata.name", "r" * 46), "is too long"),
+    ("generate-name-too-long", _set("metadata.generateName", "r" * 41), "is too long"),
+    ("generate-name-uppercase", _set("metadata.generateName", "Run-"), "does not match"),
 ]
 
 # One violation per CEL rule, keyed by the rule's message (a test checks every rule is covered).

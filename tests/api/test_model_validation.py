@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from tunix_api.crd import build_crd
-from tunix_api.names import MAX_NAME_LENGTH, MULTI_HOST_NAME_MESSAGE, name_errors, namespace_errors
+from tunix_api.names import (
+    MAX_NAME_LENGTH,
+    MULTI_HOST_NAME_MESSAGE,
+    generate_name_errors,
+    name_errors,
+    namespace_errors,
+)
 from tunix_api.run import Progress, TunixRun
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +115,18 @@ def test_a_multi_host_run_name_starts_with_a_letter() -> None:
 @pytest.mark.parametrize(("namespace", "ok"), [("team-a", True), ("Team", False), ("a" * 64, False)])
 def test_namespace_rules(namespace: str, ok: bool) -> None:
     assert (namespace_errors(namespace) == []) is ok
+
+
+@pytest.mark.parametrize(
+    ("prefix", "ok"), [("run-", True), ("r" * 40, True), ("r" * 41, False), ("Run-", False)]
+)
+def test_generate_name_leaves_room_for_the_suffix(prefix: str, ok: bool) -> None:
+    assert (generate_name_errors(prefix) == []) is ok
+    obj = copy.deepcopy(BASE)
+    del obj["metadata"]["name"]
+    obj["metadata"]["generateName"] = prefix
+    if ok:
+        assert TunixRun.model_validate(obj).metadata.generate_name == prefix
+    else:
+        with pytest.raises(pydantic.ValidationError, match=r"metadata\.generateName"):
+            TunixRun.model_validate(obj)
