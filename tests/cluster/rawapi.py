@@ -66,6 +66,7 @@ class Api:
         self._client.user_agent = user_agent
         self.host = configuration.host
         self._streams: set[urllib3.HTTPResponse] = set()
+        self._closed = False
         self._lock = threading.Lock()
 
     def request(
@@ -118,6 +119,8 @@ class Api:
             raise ApiError.from_exception(exc) from None
         with self._lock:
             self._streams.add(resp)
+            if self._closed:  # cut while this watch was being opened
+                resp.shutdown()
         try:
             for line in iter_resp_lines(resp):
                 if line:
@@ -128,8 +131,10 @@ class Api:
             resp.release_conn()
 
     def close_streams(self) -> None:
-        """Cut every open watch (their iterators end with an error the loops ignore once stopped)."""
+        """Cut every open watch, and any opened later (their iterators end with an error the loops ignore
+        once stopped)."""
         with self._lock:
+            self._closed = True
             streams = list(self._streams)
         for resp in streams:
             with contextlib.suppress(OSError, AttributeError):
