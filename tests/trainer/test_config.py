@@ -166,6 +166,11 @@ TEXT_REJECTIONS = [
     ("alias-bomb", _bomb(), "aliases expand the document past 1,572,864 bytes"),
     ("recursive-alias", "spec: &s {training: {steps: 1}, x: *s}\n", "recursive alias"),
     (
+        "too-deep",
+        _doc(extra=f"  affinity: {{a: {'[' * 5000}{']' * 5000}}}\n"),
+        "line 9: nested deeper than 100",
+    ),
+    (
         "inf-weight-decay",
         _doc(extra="    weightDecay: .inf\n"),
         "spec.training.weightDecay: inf is not a finite",
@@ -213,6 +218,11 @@ def test_yaml_merge_keys_may_override_without_being_duplicates():
     text = _doc(extra="    <<: &opt {batchSize: 4, seqLen: 64}\n    batchSize: 2\n")
     run = load_run(text)
     assert (run.spec.training.batch_size, run.spec.training.seq_len) == (2, 64)
+
+
+def test_nesting_up_to_the_limit_is_fine():
+    run = load_run(_doc(extra=f"  affinity: {{a: {'[' * 95}{']' * 95}}}\n"))
+    assert isinstance(run.spec.affinity["a"], list)
 
 
 def test_a_small_document_with_aliases_is_fine():

@@ -4,7 +4,9 @@ PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases with
 "billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
 a duplicate key names the key and both lines (kubectl's strict decoding refuses it too), and a
 document whose aliases expand past ``max_bytes`` (by default the API server's object size
-limit) is refused before anything is built. A recursive alias is refused as well.
+limit) is refused before anything is built. A recursive alias is refused, and so is nesting
+deeper than ``MAX_DEPTH`` (PyYAML composes recursively: a few hundred levels would otherwise end
+in a RecursionError).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from tunix_api.names import MAX_OBJECT_BYTES
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+MAX_DEPTH = 100  # nested collections; a TunixRun needs about 10 (affinity is the deepest)
 
 
 class StrictYAMLError(yaml.YAMLError):
@@ -32,7 +35,20 @@ class StrictYAMLError(yaml.YAMLError):
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses duplicate keys in a mapping (merge keys ``<<`` excepted)."""
+    """``SafeLoader`` that refuses duplicate keys in a mapping (merge keys ``<<`` excepted) and
+    nesting deeper than ``MAX_DEPTH``."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise StrictYAMLError(f"nested deeper than {MAX_DEPTH} levels", line)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
