@@ -5,7 +5,8 @@
 The same arguments always give byte-identical files. Records are English-like sentences built from a
 seeded RNG: arithmetic ("12 + 7 = 19."), counting, fixed facts ("The cow says moo."), and tiny
 stories with consistent arithmetic, so even a small byte-level model's loss falls clearly.
-``--kind prompt-completion`` writes question/answer pairs (``"Q: 12 + 7 = ?\\nA:"`` -> ``" 19"``).
+``--kind prompt-completion`` writes question/answer pairs (``"Q: 12 + 7 = ?\\nA:"`` -> ``" 19"``);
+``--kind chat`` writes instruction pairs for a chat template (``"12 + 7 = ?"`` -> ``"12 + 7 = 19."``).
 The manifest (``<output>.manifest.json`` by default) records kind, count, seed, generator,
 sha256 (hex), bytes and records. Needs only the standard library and fsspec.
 """
@@ -24,7 +25,7 @@ from typing import Any
 import fsspec
 
 GENERATOR = "tunix-rt/seed_dataset v1"
-KINDS = ("text", "prompt-completion")
+KINDS = ("text", "prompt-completion", "chat")
 
 SOUNDS = {
     "dog": "woof",
@@ -132,6 +133,15 @@ def prompt_completion_record(rng: random.Random) -> dict[str, str]:
     return {"prompt": f"Q: {question}\nA:", "completion": f" {answer}"}
 
 
+def chat_record(rng: random.Random) -> dict[str, str]:
+    """One instruction and its answer as a full sentence (for a model's chat template)."""
+    question, _, sentence = rng.choice(FACTS)(rng)
+    return {"prompt": question, "completion": sentence}
+
+
+RECORDS = {"text": text_record, "prompt-completion": prompt_completion_record, "chat": chat_record}
+
+
 def generate(kind: str, count: int, seed: int) -> bytes:
     """The JSONL bytes of ``count`` records of ``kind`` (pure and deterministic)."""
     if kind not in KINDS:
@@ -139,7 +149,7 @@ def generate(kind: str, count: int, seed: int) -> bytes:
     if count < 1:
         raise ValueError(f"count must be positive, got {count}")
     rng = random.Random(f"{GENERATOR}:{kind}:{seed}")
-    make = text_record if kind == "text" else prompt_completion_record
+    make = RECORDS[kind]
     lines = (json.dumps(make(rng), ensure_ascii=False, sort_keys=True) for _ in range(count))
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -11,6 +11,7 @@ This module needs NumPy and fsspec only (no JAX).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -136,26 +137,30 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
 def tokenize_documents(
     records: list[tuple[str, str]], tokenizer: Tokenizer
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each record becomes ``bos + prompt + completion + eos``.
+    """Each record becomes ``bos + prompt + completion + eos``, or what the tokenizer's
+    ``encode_examples`` makes of it (a Hugging Face tokenizer: its own BOS rule and chat template).
 
     Returns ``(tokens int32, weights uint8, offsets int64)``: all documents concatenated, a weight
     per token saying whether predicting that token is trained (0 for bos and the prompt, 1 for the
     completion or text and its eos), and document boundaries (``offsets[i]:offsets[i+1]``).
     """
-    tokens: list[int] = []
-    weights: list[int] = []
-    offsets = [0]
-    for prompt, completion in records:
-        prompt_ids = tokenizer.encode(prompt) if prompt else []
-        completion_ids = tokenizer.encode(completion)
-        tokens += [tokenizer.bos_id, *prompt_ids, *completion_ids, tokenizer.eos_id]
-        weights += [0] * (1 + len(prompt_ids)) + [1] * (len(completion_ids) + 1)
-        offsets.append(len(tokens))
-    return (
-        np.asarray(tokens, dtype=np.int32),
-        np.asarray(weights, dtype=np.uint8),
-        np.asarray(offsets, dtype=np.int64),
-    )
+    encode_examples = getattr(tokenizer, "encode_examples", None)
+    if encode_examples is not None:
+        examples = encode_examples(records)
+    else:
+        examples = [
+            (
+                [tokenizer.bos_id, *(tokenizer.encode(prompt) if prompt else [])],
+                [*tokenizer.encode(completion), tokenizer.eos_id],
+            )
+            for prompt, completion in records
+        ]
+    pieces = [ids for example in examples for ids in example]
+    lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
+    tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=int(lengths.sum()))
+    weights = np.repeat(np.tile(np.asarray([0, 1], np.uint8), len(examples)), lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths.reshape(-1, 2).sum(axis=1))]).astype(np.int64)
+    return tokens, weights, offsets
 
 
 def epoch_order(n_docs: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:

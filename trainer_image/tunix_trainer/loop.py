@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from tunix_api.artifacts import join_uri
 from tunix_api.run import Mode
 from tunix_api.training import DatasetSpec, StorageSpec
 from tunix_trainer.artifacts import RunArtifacts, storage_options, summarize
@@ -33,6 +34,8 @@ from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
 from tunix_trainer.metric_record import MetricRecord
 from tunix_trainer.model import ModelConfig, choose_attention_impl, count_params, resolve_model_config
+from tunix_trainer.pretrained.export import MODEL_DIR, ModelExporter
+from tunix_trainer.pretrained.loader import PretrainedModel
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
     abstract_state,
@@ -71,11 +74,23 @@ def train(
     mesh = make_mesh(devices)
     check_batch_layout(training, mesh)
 
+    pretrained = open_pretrained(run)  # config.json only: an unsupported model fails here
     tokenizer = dataset_tokenizer(run, spec.dataset)
     data = dataset_batches(run, spec.dataset, tokenizer)
-    model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform)
-    train_state = init_train_state(model_cfg, training, mesh, training.seed)
+    model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform, pretrained)
+    if pretrained is None:
+        train_state = init_train_state(model_cfg, training, mesh, training.seed)
+    else:
+        train_state = pretrained.init_train_state(model_cfg, training, mesh)
     step_fn = make_train_step(train_state.graphdef, training, mesh)
+    exporter = ModelExporter(
+        join_uri(artifacts_uri, MODEL_DIR),
+        train_state.graphdef,
+        vocab_size=pretrained.vocab_size if pretrained else None,
+        base_config=pretrained.config if pretrained else None,
+        tokenizer_files=getattr(tokenizer, "files", None),
+        storage_options=options_for(artifacts_uri, spec.storage),
+    )
 
     checkpointer = Checkpointer(
         checkpoint_uri,
@@ -110,6 +125,7 @@ def train(
             artifacts=artifacts,
             on_progress=on_progress if jax.process_index() == 0 else None,
             stop_event=stop_event or threading.Event(),
+            exporter=exporter,
         )
         state = train_state.state
         if restored is not None:
@@ -144,6 +160,7 @@ class _Loop:
         artifacts: RunArtifacts | _NoArtifacts,
         on_progress: ProgressCallback | None,
         stop_event: threading.Event,
+        exporter: Callable[[Any], str] | None = None,
     ) -> None:
         self.run_config = run
         self.training = run.spec.training
@@ -155,6 +172,9 @@ class _Loop:
         self.artifacts = artifacts
         self.on_progress = on_progress
         self.stop_event = stop_event
+        self.exporter = exporter  # writes the model in HF format at the end (and every N saves)
+        self.export_every_saves = run.spec.checkpoint.export_every_saves
+        self._saves = 0
         self.start_step = 0
         self.restored_from: int | None = None  # the checkpoint step this attempt resumed from
         self.tokens_seen = 0
@@ -201,6 +221,7 @@ class _Loop:
             if self.checkpointer.latest_saved != step:
                 self._save(step, state)
             self.checkpointer.wait()
+            model_uri = self.exporter(state) if self.exporter is not None else None
         finally:
             self.artifacts.close()
         if self.artifacts.missing_steps:  # a run never succeeds with a hole in its metrics
@@ -212,6 +233,8 @@ class _Loop:
         summary = summarize(
             self.artifacts.read_metrics(), wall_time_seconds=self._wall(), provenance=provenance
         )
+        if model_uri is not None:
+            summary["model_uri"] = model_uri
         self.artifacts.write_summary(summary)
         return summary
 
@@ -277,6 +300,10 @@ class _Loop:
         # never the resume point of records that were lost (a failed flush saves nothing).
         self.artifacts.flush()
         self.checkpointer.save(step, state, meta)
+        self._saves += 1
+        every = self.export_every_saves
+        if self.exporter is not None and every and self._saves % every == 0:
+            self.exporter(state)
 
     def _preempt(self, step: int, state: Any) -> None:
         if step > self.start_step and self.checkpointer.latest_saved != step:
@@ -319,9 +346,29 @@ def make_provenance(
     }
 
 
-def model_config(run: LoadedRun, tokenizer_vocab_size: int, platform: str) -> ModelConfig:
-    """The model's shape from the spec, with the attention kernel chosen for ``platform``."""
+def open_pretrained(run: LoadedRun) -> PretrainedModel | None:
+    """The run's pretrained model (its config.json read and checked), or None without one."""
+    pretrained = run.spec.model.pretrained
+    if pretrained is None:
+        return None
+    return PretrainedModel(
+        pretrained.uri, storage_options=options_for(pretrained.uri, run.spec.storage), base_dir=run.base_dir
+    )
+
+
+def model_config(
+    run: LoadedRun, tokenizer_vocab_size: int, platform: str, pretrained: PretrainedModel | None = None
+) -> ModelConfig:
+    """The model's shape from the spec (or the pretrained model's config.json), with the attention
+    kernel chosen for ``platform``."""
     training = run.spec.training
+    if pretrained is None and run.spec.model.pretrained is not None:
+        pretrained = open_pretrained(run)
+    if pretrained is not None:
+        cfg = pretrained.model_config(
+            tokenizer_vocab_size, training.compute_dtype.value, training.param_dtype.value
+        )
+        return choose_attention_impl(cfg, platform)
     try:
         cfg = resolve_model_config(
             run.spec.model,
@@ -336,10 +383,12 @@ def model_config(run: LoadedRun, tokenizer_vocab_size: int, platform: str) -> Mo
 
 def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
     """The dataset's tokenizer, its model file read through the run's storage settings."""
+    model_uri = run.spec.model.pretrained.uri if run.spec.model.pretrained else None
     return load_tokenizer(
         dataset.tokenizer,
-        storage_options=options_for(dataset.tokenizer.uri, run.spec.storage),
+        storage_options=options_for(dataset.tokenizer.uri or model_uri, run.spec.storage),
         base_dir=run.base_dir,
+        model_uri=model_uri,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tunix_api.run import CheckpointStatus, Phase, Summary, TunixRunStatus, provenance_strings
+from tunix_api.run import CheckpointStatus, ModelStatus, Phase, Summary, TunixRunStatus, provenance_strings
 
 
 def status_from_summary(
@@ -22,5 +22,6 @@ def status_from_summary(
         metrics_uri=metrics_uri,
         checkpoint=CheckpointStatus(latest_step=latest_checkpoint_step, uri=checkpoint_uri),
         provenance=provenance_strings(summary.get("provenance") or {}) or None,
+        model=ModelStatus(uri=summary["model_uri"]) if summary.get("model_uri") else None,
     )
     return status.to_wire()

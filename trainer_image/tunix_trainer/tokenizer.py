@@ -1,4 +1,5 @@
-"""Tokenizers: a dependency-free byte tokenizer and SentencePiece models loaded from any fsspec URI."""
+"""Tokenizers: a dependency-free byte tokenizer, SentencePiece models and Hugging Face ``tokenizer.json``
+files (``tunix_trainer.pretrained.hf_tokenizer``), loaded from any fsspec URI."""
 
 from __future__ import annotations
 
@@ -71,13 +72,27 @@ class SentencePieceTokenizer:
 
 
 def load_tokenizer(
-    spec: TokenizerSpec, storage_options: dict[str, Any] | None = None, base_dir: str | None = None
+    spec: TokenizerSpec,
+    storage_options: dict[str, Any] | None = None,
+    base_dir: str | None = None,
+    model_uri: str | None = None,
 ) -> Tokenizer:
-    """The tokenizer ``spec`` describes; a relative ``uri`` is resolved against ``base_dir`` (or cwd)."""
+    """The tokenizer ``spec`` describes; a relative ``uri`` is resolved against ``base_dir`` (or cwd).
+    A huggingface tokenizer without a ``uri`` is the one of the model directory ``model_uri``."""
     if spec.kind == TokenizerKind.BYTE:
         return ByteTokenizer()
     if spec.kind == TokenizerKind.SENTENCEPIECE:
         if not spec.uri:
             raise ValueError("tokenizer.uri is required when kind is sentencepiece")
         return SentencePieceTokenizer(resolve_uri(spec.uri, base_dir), storage_options)
+    if spec.kind == TokenizerKind.HUGGINGFACE:
+        from tunix_trainer.pretrained.hf_tokenizer import load_hf_tokenizer
+        from tunix_trainer.pretrained.source import ModelFiles
+
+        uri = spec.uri or model_uri
+        if not uri:
+            raise ValueError("tokenizer.uri is required when kind is huggingface without model.pretrained")
+        files = ModelFiles(uri, storage_options=storage_options, base_dir=base_dir)
+        config = files.read_json("config.json", required=False) or {}
+        return load_hf_tokenizer(files, fallback_ids=config)
     raise ValueError(f"unknown tokenizer kind {spec.kind!r}")

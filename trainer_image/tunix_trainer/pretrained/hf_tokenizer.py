@@ -10,7 +10,6 @@ model sees the format it was instruction-tuned with; the loss covers the complet
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -66,6 +65,7 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         self.source = source
+        self.files: Any = None  # the ModelFiles it was read from, if any
         try:
             self._tok = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # tokenizers raises its own Exception type on bad JSON
@@ -174,15 +174,8 @@ def load_hf_tokenizer(files: Any, fallback_ids: dict[str, Any] | None = None) ->
     config = files.read_json("tokenizer_config.json", required=False) or {}
     generation = files.read_json("generation_config.json", required=False) or {}
     ids = {**(fallback_ids or {}), **{k: v for k, v in generation.items() if k.endswith("_token_id")}}
-    return HFTokenizer(
+    tokenizer = HFTokenizer(
         text, tokenizer_config=config, fallback_ids=ids, source=files.describe("tokenizer.json")
     )
-
-
-def tokenizer_json_size(text: str) -> int:
-    """Number of ids a tokenizer.json defines (vocabulary + added tokens), without building it."""
-    document = json.loads(text)
-    vocab = document.get("model", {}).get("vocab") or {}
-    ids = list(vocab.values()) if isinstance(vocab, dict) else list(range(len(vocab)))
-    ids += [t.get("id", -1) for t in document.get("added_tokens", [])]
-    return max(ids, default=-1) + 1
+    tokenizer.files = files  # the export copies the tokenizer files from here
+    return tokenizer

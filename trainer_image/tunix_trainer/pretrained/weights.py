@@ -162,7 +162,9 @@ def hf_tensors(params: dict[str, Any], cfg: ModelConfig, vocab_size: int) -> Ite
     """(HF name, array) for a pure-dict ``params`` of ``cfg`` (arrays fetched one at a time), the
     vocabulary cut to ``vocab_size`` rows: the inverse of ``load_params``."""
 
-    def host(x: Any) -> np.ndarray:
+    def host(x: Any) -> np.ndarray:  # a replicated array's local copy (multi-process too)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
         return np.asarray(jax.device_get(x))
 
     def hf(x: np.ndarray) -> np.ndarray:
