@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.cluster.containers import SHIM
 from tests.cluster.nodes import NOT_READY_TAINT, Node, node_manifest, node_status, without_taint
 from tests.cluster.podstatus import ContainerState
 from tests.cluster.provisioner import STORAGE_CLASS, storage_class_manifest, volume_manifest
+from tests.cluster.rawapi import list_watch
 
 INDEX = "batch.kubernetes.io/job-completion-index"
 
@@ -463,3 +465,51 @@ def test_shim_reports_a_command_that_cannot_start(tmp_path: pathlib.Path) -> Non
     out = subprocess.run(command, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 128
     assert "no-such-binary-xyz" in (tmp_path / "start-error").read_text()
+
+
+# -- list+watch ----------------------------------------------------------------------------------------
+class _FakeApi:
+    """Two lists (resourceVersion 10, then 20) and two watches: the first ends in 410 Gone."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.lists = [
+            {"metadata": {"resourceVersion": "10"}, "items": [_obj("a", "9")]},
+            {"metadata": {"resourceVersion": "20"}, "items": [_obj("b", "19")]},
+        ]
+        self.watched_from: list[str] = []
+
+    def request(self, method: str, path: str, query: dict | None = None) -> dict:
+        return self.lists.pop(0)
+
+    def watch(self, path: str, version: str, query: dict | None = None):
+        self.watched_from.append(version)
+        if version == "10":
+            yield {"type": "MODIFIED", "object": _obj("a", "11")}
+            yield {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}}
+            yield {"type": "ERROR", "object": {"code": 410, "reason": "Expired", "message": "too old"}}
+        else:
+            yield {"type": "ADDED", "object": _obj("c", "21")}
+            self.stop.set()
+
+
+def _obj(name: str, version: str) -> dict:
+    return {"metadata": {"name": name, "resourceVersion": version}}
+
+
+def test_list_watch_resumes_from_its_version_and_relists_on_410_gone() -> None:
+    stop = threading.Event()
+    api = _FakeApi(stop)
+    seen: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    list_watch(
+        api,
+        "/api/v1/pods",
+        on_list=lambda items: seen.extend(("LIST", i["metadata"]["name"]) for i in items),
+        on_event=lambda kind, obj: seen.append((kind, obj["metadata"]["name"])),
+        stop=stop,
+        errors=errors,
+    )
+    assert seen == [("LIST", "a"), ("MODIFIED", "a"), ("LIST", "b"), ("ADDED", "c")]
+    assert api.watched_from == ["10", "20"]
+    assert errors == []
