@@ -415,6 +415,7 @@ class _PodWorker:
             elif not terminal:  # never started (e.g. ImagePullBackOff): Failed, its containers still waiting
                 self._report(final=True)
             self._delete()
+            self._clean_up()
             return True
         if self._eviction is not None:
             _, message = self._eviction
