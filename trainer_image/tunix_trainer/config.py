@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
 import hashlib
 import json
 import math
@@ -9,16 +11,17 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tunix_api.names import MAX_OBJECT_BYTES, MAX_REQUEST_BYTES
 from tunix_api.run import API_VERSION, KIND, TunixRun, TunixRunSpec
 from tunix_trainer import safe_yaml
 from tunix_trainer.errors import ConfigError
 
+M = TypeVar("M", bound=BaseModel)
 _RESOURCE_KEYS = frozenset({"apiVersion", "kind", "spec"})
 _DEFAULT_NAME = "run"
 
@@ -60,38 +63,73 @@ def parse_run(document: Any, *, base_dir: str | None = None) -> LoadedRun:
             f"config: expected a mapping (a TunixRun or its spec), got {type(document).__name__}"
         )
     prefix = () if is_resource(document) else ("spec",)
-    problems = [
-        f"{format_loc(prefix + loc)}: {value} is not a finite number" for loc, value in non_finite(document)
-    ]
-    if problems:  # YAML's .inf and .nan: JSON, and so the API server, has neither
+    problems = [f"{format_loc(prefix + loc)}: {why}" for loc, why in unsendable(document)]
+    if problems:
         raise ConfigError("\n".join(problems))
-    size = json_size(document)
-    if size is not None and size > MAX_OBJECT_BYTES:
+    data = as_sent(document)
+    size = len(json.dumps(data, separators=(",", ":")).encode())
+    if size > MAX_OBJECT_BYTES:
         raise ConfigError(f"config: {_too_big(size, MAX_OBJECT_BYTES)}")
-    if is_resource(document):
-        return _from_resource(document, base_dir)
-    return _from_spec(document, base_dir)
+    if is_resource(data):
+        return _from_resource(data, base_dir)
+    return _from_spec(data, base_dir)
 
 
-def non_finite(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], float]]:
-    """``(location, value)`` of every NaN or infinity in a parsed document."""
+def unsendable(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``(location, why)`` of every value JSON (and so the API server) cannot carry: NaN and
+    infinities (YAML's ``.nan``, ``.inf``) and strings with a lone surrogate (``"\\ud800"``)."""
     if isinstance(value, float) and not math.isfinite(value):
-        yield loc, value
+        yield loc, f"{value} is not a finite number"
+    elif isinstance(value, str) and (index := _lone_surrogate(value)) is not None:
+        yield loc, f"lone surrogate (\\u{ord(value[index]):04x}) at character {index + 1}: not Unicode text"
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            yield from non_finite(item, (*loc, str(key)))
+            yield from unsendable(key, (*loc, "[key]"))
+            yield from unsendable(item, (*loc, str(key)))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from non_finite(item, (*loc, index))
+            yield from unsendable(item, (*loc, index))
 
 
-def json_size(document: Any) -> int | None:
-    """Bytes of ``document`` as compact JSON (what the API server stores); None if not JSON-able
-    (e.g. a date as a key: the models then report it)."""
+def _lone_surrogate(text: str) -> int | None:
     try:
-        return len(json.dumps(document, separators=(",", ":"), default=str).encode())
-    except (TypeError, ValueError):
-        return None
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def as_sent(value: Any) -> Any:
+    """``value`` as kubectl sends it to the API server: JSON data. Map keys become strings, YAML
+    dates ISO strings and binary base64, and a float with no fraction an integer (Go's JSON
+    encoder writes 10.0 as 10). Non-finite floats must have been refused before."""
+    if isinstance(value, Mapping):
+        return {_key(k): as_sent(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [as_sent(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.date):  # datetime too
+        return value.isoformat()
+    return str(value)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)  # null, true, false
+    return str(as_sent(key))
+
+
+def _strict(model: type[M], data: Any) -> M:
+    """``data`` validated as the API server validates JSON: no strings for numbers or booleans, no
+    booleans or fractions for integers (pydantic's lax mode would accept ``steps: "10"``)."""
+    return model.model_validate_json(json.dumps(data), strict=True)
 
 
 def is_resource(document: Mapping[str, Any]) -> bool:
@@ -138,7 +176,7 @@ def _from_resource(document: Mapping[str, Any], base_dir: str | None) -> LoadedR
     if "spec" not in resource:
         problems.append("spec: Field required")
     try:
-        run = TunixRun.model_validate(resource)
+        run = _strict(TunixRun, resource)
     except ValidationError as exc:
         details = [
             line
@@ -160,7 +198,7 @@ def _from_resource(document: Mapping[str, Any], base_dir: str | None) -> LoadedR
 
 def _from_spec(document: Mapping[str, Any], base_dir: str | None) -> LoadedRun:
     try:
-        spec = TunixRunSpec.model_validate(dict(document))
+        spec = _strict(TunixRunSpec, dict(document))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, prefix=("spec",))) from exc
     return LoadedRun(

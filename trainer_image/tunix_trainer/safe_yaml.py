@@ -1,5 +1,8 @@
 """YAML read as strictly as ``kubectl apply`` and the API server read it.
 
+Numbers follow kubectl's reader too: ``1e-8`` is a float (PyYAML, following YAML 1.1, reads a
+string there, which a strictly typed field would then refuse).
+
 PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases without limit (a
 "billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
 a duplicate key names the key and both lines (kubectl's strict decoding refuses it too), and a
@@ -11,6 +14,7 @@ in a RecursionError).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -19,6 +23,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from tunix_api.names import MAX_OBJECT_BYTES
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Floats with an exponent but no dot (1e-8, 1e3) or no exponent sign (1.5e3): strings to PyYAML
+# (YAML 1.1), floats to kubectl's go-yaml.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
 MAX_DEPTH = 100  # nested collections; a TunixRun needs about 10 (affinity is the deepest)
 
 
@@ -64,6 +71,9 @@ class _StrictLoader(yaml.SafeLoader):
             except TypeError:
                 continue  # an unhashable key: the base constructor reports it
         return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 def expanded_size(root: Node, limit: int) -> int:
