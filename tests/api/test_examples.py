@@ -10,6 +10,7 @@ The admission helper therefore validates with strict field validation.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,11 @@ def _load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+def _validate(obj: dict) -> TunixRun:
+    """The models as the local run applies them: strictly typed JSON, as the API server sees it."""
+    return TunixRun.model_validate_json(json.dumps(obj), strict=True)
+
+
 def test_the_expected_examples_exist() -> None:
     names = {p.name for p in EXAMPLES}
     assert {"run.yaml", "cpu-cluster.yaml", "gpu-125m.yaml", "multi-host.yaml", "benchmark.yaml"} <= names
@@ -52,7 +58,7 @@ def test_example_is_admitted_by_the_crd(path: Path, schema: dict) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_is_accepted_by_the_models(path: Path) -> None:
-    run = TunixRun.model_validate(_load(path))
+    run = _validate(_load(path))
     assert run.metadata.name
 
 
@@ -61,7 +67,7 @@ def test_api_server_defaults_agree_with_the_models(path: Path, schema: dict) -> 
     """The stored (defaulted) object means the same run as the user's object."""
     obj = _load(path)
     defaulted = apply_defaults(obj, schema)
-    assert TunixRun.model_validate(defaulted).spec == TunixRun.model_validate(obj).spec
+    assert _validate(defaulted).spec == _validate(obj).spec
 
 
 # --------------------------------------------------------------------------- rejections
@@ -113,6 +119,11 @@ SCHEMA_REJECTIONS = [
     ("beta-exclusive-maximum", _set("spec.training.beta2", 1.0), "greater than or equal to the maximum"),
     ("hosts-above-maximum", _set("spec.accelerator.hosts", 5000), "greater than the maximum"),
     ("wrong-type", _set("spec.training.steps", "many"), "is not of type 'integer'"),
+    ("integer-as-string", _set("spec.training.steps", "10"), "'10' is not of type 'integer'"),
+    ("integer-as-boolean", _set("spec.training.batchSize", True), "True is not of type 'integer'"),
+    ("number-as-string", _set("spec.training.learningRate", "0.1"), "'0.1' is not of type 'number'"),
+    ("boolean-as-string", _set("spec.suspend", "true"), "'true' is not of type 'boolean'"),
+    ("boolean-as-integer", _set("spec.dataset.packing", 1), "1 is not of type 'boolean'"),
     ("resume-pattern", _set("spec.checkpoint.resume", "earliest"), "does not match"),
     ("volume-size-pattern", _set("spec.checkpoint.volume", {"size": "lots"}), "does not match"),
     ("empty-image", _set("spec.image", ""), "should be non-empty"),
@@ -180,7 +191,7 @@ def test_schema_violations_are_rejected_by_crd_and_models(mutation, expected: st
     errors = admit(obj, schema)
     assert any(expected in e for e in errors), errors
     with pytest.raises(pydantic.ValidationError):
-        TunixRun.model_validate(obj)
+        _validate(obj)
 
 
 @pytest.mark.parametrize("message", sorted(CEL_REJECTIONS))
@@ -189,7 +200,7 @@ def test_each_cel_rule_rejects_its_violation_like_the_models(message: str, schem
     errors = admit(obj, schema)
     assert [e for e in errors if e.endswith(message)] and len(errors) == 1, errors
     with pytest.raises(pydantic.ValidationError, match=re.escape(message)):
-        TunixRun.model_validate(obj)
+        _validate(obj)
 
 
 def test_every_cel_rule_has_a_rejection_case() -> None:
@@ -200,7 +211,7 @@ def test_every_cel_rule_has_a_rejection_case() -> None:
 def test_benchmark_mode_needs_no_dataset(schema: dict) -> None:
     obj = _mutated(_all(_delete("spec.dataset"), _set("spec.mode", "Benchmark")))
     assert admit(obj, schema) == []
-    TunixRun.model_validate(obj)
+    _validate(obj)
 
 
 def test_nulls_are_pruned_before_validation(schema: dict) -> None:
