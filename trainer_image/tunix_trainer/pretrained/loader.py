@@ -75,6 +75,14 @@ class PretrainedModel:
         self.load_seconds = time.monotonic() - start
         return params
 
+    def model(self, cfg: ModelConfig, mesh: Mesh) -> Transformer:
+        """The model with the loaded weights (for evaluation and generation)."""
+        model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+        state = nnx.state(model, nnx.Param)
+        nnx.replace_by_pure_dict(state, self.load_params(cfg, mesh))
+        nnx.update(model, state)
+        return model
+
     def init_train_state(self, cfg: ModelConfig, training: TrainingSpec, mesh: Mesh) -> TrainState:
         return init_train_state_from(self.load_params(cfg, mesh), cfg, training, mesh)
 
