@@ -166,10 +166,15 @@ class ProcessKubelet:
                 worker.start()
             worker.update(pod, deleted=kind == "DELETED")
 
+    def heartbeat(self) -> None:
+        """Renew the Nodes' Leases and Ready heartbeats now (a deleted Node is registered again); the
+        kubelet also does this every 10 s."""
+        self._agent.heartbeat()
+
     def _heartbeat_loop(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                self._agent.heartbeat()
+                self.heartbeat()
             except (ApiError, OSError) as exc:
                 if not self._stop.is_set():
                     self.errors.append(exc)

@@ -148,28 +148,31 @@ class NodeAgent:
     def register(self) -> None:
         """Create each Node (or take over one left behind), post its status, clear the not-ready taint."""
         for node in self._nodes:
-            path = path_of("api", "v1", "nodes", node.name)
-            manifest = node_manifest(node)
-            try:
-                created = self._api.request("POST", "/api/v1/nodes", manifest)
-            except ApiError as exc:
-                if exc.code != 409:
-                    raise
-                created = self._api.request(
-                    "PATCH",
-                    path,
-                    {"metadata": {"labels": manifest["metadata"]["labels"]}, "spec": manifest["spec"]},
-                    content_type=MERGE_PATCH,
-                )
-            self._uids[node.name] = created["metadata"]["uid"]
-            self._api.request(
-                "PATCH",
-                path + "/status",
-                node_status(node, now(), self._since),
-                content_type=STRATEGIC_MERGE_PATCH,
-            )
-            self._clear_not_ready(path)
+            self._register(node)
         self.heartbeat()
+
+    def _register(self, node: Node) -> None:
+        path = path_of("api", "v1", "nodes", node.name)
+        manifest = node_manifest(node)
+        try:
+            created = self._api.request("POST", "/api/v1/nodes", manifest)
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+            created = self._api.request(
+                "PATCH",
+                path,
+                {"metadata": {"labels": manifest["metadata"]["labels"]}, "spec": manifest["spec"]},
+                content_type=MERGE_PATCH,
+            )
+        self._uids[node.name] = created["metadata"]["uid"]
+        self._api.request(
+            "PATCH",
+            path + "/status",
+            node_status(node, now(), self._since),
+            content_type=STRATEGIC_MERGE_PATCH,
+        )
+        self._clear_not_ready(path)
 
     def _clear_not_ready(self, path: str) -> None:
         """What the node-lifecycle controller does on Ready=True (it does not run here)."""
@@ -192,15 +195,20 @@ class NodeAgent:
         raise RuntimeError(f"could not remove the {NOT_READY_TAINT} taint from {path}")
 
     def heartbeat(self) -> None:
-        """Renew each Node's Lease and the Ready condition's heartbeat."""
+        """Renew each Node's Lease and the Ready condition's heartbeat (re-creating a deleted Node)."""
         at, renew = now(), now_micro()
         for node in self._nodes:
-            self._api.request(
-                "PATCH",
-                path_of("api", "v1", "nodes", node.name, "status"),
-                {"status": {"conditions": node_conditions(at, self._since)}},
-                content_type=STRATEGIC_MERGE_PATCH,
-            )
+            try:
+                self._api.request(
+                    "PATCH",
+                    path_of("api", "v1", "nodes", node.name, "status"),
+                    {"status": {"conditions": node_conditions(at, self._since)}},
+                    content_type=STRATEGIC_MERGE_PATCH,
+                )
+            except ApiError as exc:  # deleted by someone else: register again, as a kubelet does
+                if exc.code != 404:
+                    raise
+                self._register(node)
             lease = path_of(
                 "apis", "coordination.k8s.io", "v1", "namespaces", LEASE_NAMESPACE, "leases", node.name
             )

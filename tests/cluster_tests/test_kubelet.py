@@ -151,6 +151,17 @@ def test_node_is_registered_ready_untainted_with_lease_and_removed_on_stop(
     assert not kubelet.errors
 
 
+def test_a_deleted_node_is_registered_again_at_the_next_heartbeat(
+    kubelet_here: ProcessKubelet, api: Api, node_name: str
+) -> None:
+    first = api.request("GET", path_of("api", "v1", "nodes", node_name))
+    api.request("DELETE", path_of("api", "v1", "nodes", node_name))
+    kubelet_here.heartbeat()
+    again = api.request("GET", path_of("api", "v1", "nodes", node_name))
+    assert again["metadata"]["uid"] != first["metadata"]["uid"]
+    assert _conditions(again)["Ready"]["status"] == "True" and not again["spec"].get("taints")
+
+
 # -- process containers ----------------------------------------------------------------------------------
 def test_bare_pod_runs_as_a_process_and_succeeds_with_its_termination_message(
     kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str
