@@ -8,17 +8,25 @@ Multi-process (multi-host) JAX is configured from the environment, read by
 - ``TUNIX_PROCESS_ID``, else ``JOB_COMPLETION_INDEX`` (a Kubernetes Indexed Job), else ``JAX_PROCESS_ID``.
 
 The operator sets the ``TUNIX_*`` variables. Without a coordinator address, or with one process,
-the trainer runs single-process.
+the trainer runs single-process. On the CPU the processes' collectives go over TCP with gloo (JAX's
+default ``jax_cpu_collectives_implementation``, set explicitly here).
+
+Stopping: every process of a multi-process run must stop, and save, after the same step. JAX's
+preemption service (on by default) owns SIGTERM once ``jax.distributed.initialize`` ran: a SIGTERM to
+any process is propagated to all, and ``reached_preemption_sync_point`` names one step at which all
+of them stop (``StopAgreement``).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from tunix_api.training import DeviceKind
@@ -88,12 +96,38 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> Distri
     """
     config = distributed_config(os.environ if env is None else env)
     if config is not None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # a CPU device's collectives
         jax.distributed.initialize(
             coordinator_address=config.coordinator_address,
             num_processes=config.num_processes,
             process_id=config.process_id,
         )
     return config
+
+
+class StopAgreement:
+    """Decides, once per step and on every process, whether to stop after the steps done so far.
+
+    One process: when a stop was requested (SIGTERM or SIGINT set the loop's event). Several: at the
+    step JAX's preemption service agrees on after a SIGTERM to any of them; a local request (SIGINT)
+    becomes such a notice through a SIGTERM this process sends itself, which JAX's notifier catches.
+    Without the preemption service the processes gather their requests at every step instead (a
+    collective: the host then waits for each step to finish).
+    """
+
+    def __init__(self) -> None:
+        self._notice_sent = False
+
+    def __call__(self, step: int, requested: bool) -> bool:
+        if jax.process_count() == 1:
+            return requested
+        if jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service:
+            if requested and not self._notice_sent:
+                self._notice_sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+            return multihost_utils.reached_preemption_sync_point(step)
+        flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
+        return bool(np.any(flags))
 
 
 def _devices_of(platform: str) -> list[jax.Device]:

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 from tunix_api.artifacts import join_uri
 from tunix_api.run import Mode
@@ -30,7 +28,7 @@ from tunix_trainer.artifacts import RunArtifacts, storage_options, summarize
 from tunix_trainer.checkpoint import Checkpointer
 from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
-from tunix_trainer.devices import make_mesh, select_devices
+from tunix_trainer.devices import StopAgreement, make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
 from tunix_trainer.metric_record import MetricRecord
 from tunix_trainer.model import ModelConfig, choose_attention_impl, count_params, resolve_model_config
@@ -175,6 +173,7 @@ class _Loop:
         self.exporter = exporter  # writes the model in HF format at the end (and every N saves)
         self.export_every_saves = run.spec.checkpoint.export_every_saves
         self._saves = 0
+        self._stop_agreement = StopAgreement()
         self.start_step = 0
         self.restored_from: int | None = None  # the checkpoint step this attempt resumed from
         self.tokens_seen = 0
@@ -203,7 +202,7 @@ class _Loop:
         self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
         step, pending = self.start_step, None
         try:
-            while step < total and not self._stop_requested():
+            while step < total and not self._stop_requested(step):
                 device_batch = put_batch(next(self.data), self.mesh, self.training.grad_accum_steps)
                 state, metrics = self.step_fn(state, device_batch)
                 step += 1
@@ -314,12 +313,8 @@ class _Loop:
             raise PreemptedError("stopped by SIGTERM before the first step; no checkpoint to save", step=0)
         raise PreemptedError(f"stopped by SIGTERM at step {step}; checkpoint saved", step=step)
 
-    def _stop_requested(self) -> bool:
-        requested = self.stop_event.is_set()
-        if jax.process_count() > 1:  # every process must stop (and save) at the same step
-            flags = multihost_utils.process_allgather(np.asarray(requested, np.int32))
-            requested = bool(np.any(flags))
-        return requested
+    def _stop_requested(self, step: int) -> bool:
+        return self._stop_agreement(step, self.stop_event.is_set())  # the same step on every process
 
     def _wall(self) -> float:
         return self.prior_wall + (time.monotonic() - self._t0)

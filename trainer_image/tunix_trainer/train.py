@@ -7,7 +7,8 @@ Defaults: artifacts go to ``spec.storage.uri``, else ``./artifacts/<name>``; che
 ``spec.checkpoint.uri``, else ``<artifacts>/checkpoints``; ``--resume`` defaults to ``$TUNIX_RESUME``,
 else ``spec.checkpoint.resume``. SIGTERM/SIGINT save a checkpoint and exit PREEMPTED (75). The exit
 code follows ``tunix_api.exit_codes``; a failure prints one line to stderr and a short message to
-the termination log (``/dev/termination-log`` when present).
+the termination log (``/dev/termination-log`` when present). In a multi-host run (``TUNIX_NUM_PROCESSES``
+> 1) only process 0 writes artifacts, the termination summary and the summary on stdout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     stop_event = stop_event_for(stop_event)
 
     def body() -> int:
-        from tunix_trainer.devices import maybe_initialize_distributed  # imports JAX
+        import jax
+
+        from tunix_trainer.devices import maybe_initialize_distributed
         from tunix_trainer.loop import train
 
         if args.resume is not None:
@@ -75,7 +78,8 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
             stop_event=stop_event,
             resume=args.resume,
         )
-        print(json.dumps(summary, separators=(",", ":"), default=str))
+        if jax.process_index() == 0:  # the process that writes the artifacts
+            print(json.dumps(summary, separators=(",", ":"), default=str))
         return ExitCode.SUCCESS
 
     return run_guarded(PROG, termination_log, body)
