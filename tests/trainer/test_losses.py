@@ -60,3 +60,33 @@ def test_gradient_of_each_token_is_softmax_minus_onehot():
     expected = jax.nn.softmax(logits) - jax.nn.one_hot(targets, 11)
     np.testing.assert_allclose(grad, expected, atol=1e-6)
     np.testing.assert_allclose(grad.sum(-1), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_masked_vocabulary_equals_optax_on_the_valid_columns(dtype):
+    """Ids >= valid_vocab (a padded vocabulary's rows) are out of the softmax: value and gradient
+    equal optax's on the first valid_vocab columns, and their gradient is exactly 0."""
+    valid = 259
+    logits, _, weights = random_case(5, (3, 7), 384, dtype)
+    targets = jax.random.randint(jax.random.key(6), (3, 7), 0, valid, dtype=jnp.int32)
+
+    def ours(x):
+        return jnp.sum(softmax_cross_entropy(x, targets, valid) * weights)
+
+    def ref(x):
+        return jnp.sum(reference(x[..., :valid], targets) * weights)
+
+    value, grad = jax.jit(jax.value_and_grad(ours))(logits)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(ref))(logits)
+    assert float(value) == pytest.approx(float(ref_value), rel=1e-6)
+    assert not np.asarray(grad[..., valid:], np.float32).any()
+    tol = 1e-6 if dtype == jnp.float32 else 8e-3
+    np.testing.assert_allclose(
+        np.asarray(grad[..., :valid], np.float32),
+        np.asarray(ref_grad[..., :valid].astype(dtype), np.float32),
+        atol=tol,
+    )
+    # valid_vocab equal to the width (or None) is the unmasked loss
+    np.testing.assert_array_equal(
+        softmax_cross_entropy(logits, targets, 384), softmax_cross_entropy(logits, targets)
+    )
