@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import fsspec
+from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from tunix_api.training import StorageSpec
-from tunix_trainer.storage_retry import retrying, s3_config
+from tunix_trainer.storage_retry import call_timeout, retrying, s3_config
 
 T = TypeVar("T")
 
@@ -56,6 +57,11 @@ def open_fs(uri: str, options: dict | None = None) -> tuple[fsspec.AbstractFileS
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
+
+
+def bounded(fs: fsspec.AbstractFileSystem, nbytes: int = 0) -> dict[str, float]:
+    """``timeout=`` for a call on an asynchronous filesystem (fsspec cancels it after that long)."""
+    return {"timeout": call_timeout(nbytes)} if isinstance(fs, AsyncFileSystem) else {}
 
 
 def with_retries(fs: fsspec.AbstractFileSystem, what: str, call: Callable[[], T]) -> T:
@@ -95,7 +101,7 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
                 raise OSError(exc.errno, exc.strerror, path) from exc
             raise
     else:
-        retrying(f"write of {path}", lambda: fs.pipe_file(path, data))
+        retrying(f"write of {path}", lambda: fs.pipe_file(path, data, **bounded(fs, len(data))))
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
@@ -104,7 +110,7 @@ def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
     def read() -> bytes | None:
         fs.invalidate_cache(path)
         try:
-            return fs.cat_file(path)
+            return fs.cat_file(path, **bounded(fs))
         except FileNotFoundError:
             return None
 

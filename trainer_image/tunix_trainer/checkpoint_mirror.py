@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import fsspec
 
-from tunix_trainer.artifact_io import open_fs
+from tunix_trainer.artifact_io import bounded, open_fs
 from tunix_trainer.errors import TrainerError
 from tunix_trainer.storage_retry import retrying
 
@@ -38,10 +38,15 @@ def upload_tree(
         for filename in filenames:
             local = os.path.join(dirpath, filename)
             remote = f"{prefix.rstrip('/')}/{os.path.relpath(local, local_dir).replace(os.sep, '/')}"
+            limit = bounded(fs, os.path.getsize(local))
+
+            def put(local: str = local, remote: str = remote, limit: dict = limit) -> None:
+                fs.put_file(local, remote, **limit)
+
             if retry is None:
-                fs.put_file(local, remote)
+                put()
             else:
-                retry(f"upload of {remote}", lambda local=local, remote=remote: fs.put_file(local, remote))
+                retry(f"upload of {remote}", put)
 
 
 def set_aside_name(step: int, existing: set[str]) -> str:
@@ -71,7 +76,7 @@ class ObjectStoreMirror:
         def ls() -> list[str]:
             self.fs.invalidate_cache(self.root)
             try:
-                entries = self.fs.ls(self.root, detail=False)
+                entries = self.fs.ls(self.root, detail=False, **bounded(self.fs))
             except FileNotFoundError:
                 return []
             return [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
@@ -83,7 +88,9 @@ class ObjectStoreMirror:
         steps = []
         for name in self._names():
             marker = f"{self._step_path(int(name))}/{COMMIT_MARKER}" if name.isdigit() else None
-            if marker and self._retry(f"check of {marker}", lambda marker=marker: self.fs.exists(marker)):
+            if marker and self._retry(
+                f"check of {marker}", lambda marker=marker: self.fs.exists(marker, **bounded(self.fs))
+            ):
                 steps.append(int(name))
         return sorted(steps)
 
@@ -115,7 +122,7 @@ class ObjectStoreMirror:
         partial = target + ".download"
         shutil.rmtree(partial, ignore_errors=True)
         prefix = self._step_path(step)
-        for remote in self._retry(f"listing of {prefix}", lambda: self.fs.find(prefix)):
+        for remote in self._retry(f"listing of {prefix}", lambda: self.fs.find(prefix, **bounded(self.fs))):
             rel = remote[len(prefix) :].lstrip("/")
             if rel == COMMIT_MARKER:
                 continue
@@ -133,13 +140,16 @@ class ObjectStoreMirror:
         path = self._step_path(step)
         marker = f"{path}/{COMMIT_MARKER}"
         self._uploaded.discard(step)
-        if self._retry(f"check of {marker}", lambda: self.fs.exists(marker)):
-            self._retry(f"removal of {marker}", lambda: self.fs.rm(marker))
+        if self._exists(marker):
+            self._rm(marker)
         name = set_aside_name(step, set(self._names()))
-        for remote in self._retry(f"listing of {path}", lambda: self.fs.find(path)):
-            rel = remote[len(path) :].lstrip("/")
-            dest = f"{self.root}/{name}/{rel}"
-            self._retry(f"copy of {remote}", lambda remote=remote, dest=dest: self.fs.copy(remote, dest))
+        listing = self._retry(
+            f"listing of {path}", lambda: self.fs.find(path, detail=True, **bounded(self.fs))
+        )
+        for remote, info in listing.items():
+            dest = f"{self.root}/{name}/{remote[len(path) :].lstrip('/')}"
+            limit = bounded(self.fs, int(info.get("size") or 0))
+            self._retry(f"copy of {remote}", lambda r=remote, d=dest, t=limit: self.fs.copy(r, d, **t))
         self._remove(path)
         return f"{self.uri}/{name}"
 
@@ -148,18 +158,28 @@ class ObjectStoreMirror:
             self._uploaded.discard(step)
             path = self._step_path(step)
             marker = f"{path}/{COMMIT_MARKER}"
-            if self._retry(f"check of {marker}", lambda marker=marker: self.fs.exists(marker)):
+            if self._retry(
+                f"check of {marker}", lambda marker=marker: self.fs.exists(marker, **bounded(self.fs))
+            ):
                 # uncommit first: a half-deleted step is never restored
-                self._retry(f"removal of {marker}", lambda marker=marker: self.fs.rm(marker))
+                self._retry(
+                    f"removal of {marker}", lambda marker=marker: self.fs.rm(marker, **bounded(self.fs))
+                )
             self._remove(path)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def _exists(self, path: str) -> bool:
+        return self._retry(f"check of {path}", lambda: self.fs.exists(path, **bounded(self.fs)))
+
+    def _rm(self, path: str) -> None:
+        self._retry(f"removal of {path}", lambda: self.fs.rm(path, **bounded(self.fs)))
+
     def _remove(self, path: str) -> None:
         def rm() -> None:
-            if self.fs.exists(path):
-                self.fs.rm(path, recursive=True)
+            if self.fs.exists(path, **bounded(self.fs)):
+                self.fs.rm(path, recursive=True, **bounded(self.fs))
 
         self._retry(f"removal of {path}", rm)
 
@@ -167,7 +187,7 @@ class ObjectStoreMirror:
         prefix = self._step_path(step)
         upload_tree(self.fs, local_dir, prefix, retry=self._retry)
         marker = f"{prefix}/{COMMIT_MARKER}"
-        self._retry(f"commit of {prefix}", lambda: self.fs.pipe_file(marker, b""))
+        self._retry(f"commit of {prefix}", lambda: self.fs.pipe_file(marker, b"", **bounded(self.fs)))
         committed = self.steps()
         self.delete(committed[: max(len(committed) - self.max_to_keep, 0)])
 

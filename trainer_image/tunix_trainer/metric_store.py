@@ -46,7 +46,7 @@ from collections.abc import Iterable
 import fsspec
 
 from tunix_api.artifacts import METRICS_FILE
-from tunix_trainer.artifact_io import json_safe, read_bytes, with_retries, write_atomic
+from tunix_trainer.artifact_io import bounded, json_safe, read_bytes, with_retries, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class MetricStore:
         def ls() -> list[str]:
             self.fs.invalidate_cache(directory)
             try:
-                return self.fs.ls(directory, detail=False)
+                return self.fs.ls(directory, detail=False, **bounded(self.fs))
             except FileNotFoundError:
                 return []
 
@@ -221,7 +221,7 @@ class MetricStore:
 
     def _remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):  # a retried removal that had succeeded
-            self.fs.rm_file(path)
+            self.fs.rm_file(path, **bounded(self.fs))
 
     def _consolidate(self) -> None:
         write_atomic(self.fs, self._path(METRICS_FILE), encode_records(self._durable))

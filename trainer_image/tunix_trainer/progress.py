@@ -19,7 +19,7 @@ import fsspec
 
 from tunix_api.artifacts import PROGRESS_FILE
 from tunix_api.run import Progress
-from tunix_trainer.artifact_io import is_local, json_safe, write_atomic
+from tunix_trainer.artifact_io import bounded, is_local, json_safe, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,4 +108,4 @@ def _write_once(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
         write_atomic(fs, path, data)
     else:
-        fs.pipe_file(path, data)
+        fs.pipe_file(path, data, **bounded(fs, len(data)))

@@ -12,14 +12,15 @@ Settings (environment, read when an operation starts; defaults in brackets):
 - ``TUNIX_STORAGE_RETRY_MAX_DELAY_SECONDS`` [10]: the longest pause between two tries (the first
   is 0.25 s, doubling).
 - ``TUNIX_STORAGE_CONNECT_TIMEOUT_SECONDS`` [10] and ``TUNIX_STORAGE_READ_TIMEOUT_SECONDS`` [30]:
-  botocore's timeouts for S3, so a black-holed connection fails instead of hanging. One try then
-  lasts at most about connect + read timeout, so a failure is reported at most that long after
-  the deadline.
+  botocore's timeouts for S3. botocore's read timeout does not cover an upload waiting for its
+  answer, so every call on an asynchronous filesystem (s3fs, gcsfs) is also bounded as a whole
+  (:func:`call_timeout`: connect + read timeout, plus one second per MiB sent); a black-holed
+  connection then fails instead of hanging, and a failure is reported at most one try after the
+  deadline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -38,7 +39,7 @@ _PERMANENT = (
     PermissionError,
     IsADirectoryError,
     NotADirectoryError,
-    json.JSONDecodeError,
+    ValueError,  # a JSON decode error, a bad argument: trying again gives the same
     TypeError,
     KeyError,
     AttributeError,
@@ -89,9 +90,17 @@ def s3_config() -> dict[str, object]:
     }
 
 
+def call_timeout(nbytes: int = 0) -> float:
+    """Seconds one storage call may take: connect + read timeout, plus 1 s per MiB of payload."""
+    base = env_seconds("TUNIX_STORAGE_CONNECT_TIMEOUT_SECONDS", 10.0) + env_seconds(
+        "TUNIX_STORAGE_READ_TIMEOUT_SECONDS", 30.0
+    )
+    return base + nbytes / (1 << 20)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` may go away by trying again (not a missing object, a denial, a bug)."""
-    return isinstance(exc, Exception) and not isinstance(exc, _PERMANENT | TrainerError)
+    return isinstance(exc, Exception) and not isinstance(exc, (*_PERMANENT, TrainerError))
 
 
 def retrying(
@@ -107,24 +116,29 @@ def retrying(
     first_failure: float | None = None
     delay = policy.first_delay
     while True:
+        attempt_started = clock()
         try:
             result = call()
         except Exception as exc:
             if not is_transient(exc):
                 raise
             now = clock()
-            first_failure = now if first_failure is None else first_failure
+            first_failure = attempt_started if first_failure is None else first_failure
             failing_for = now - first_failure
             if failing_for >= policy.deadline:
                 raise StorageUnavailableError(
                     f"{what}: storage unreachable for {failing_for:.0f} s "
-                    f"(limit TUNIX_STORAGE_RETRY_SECONDS={policy.deadline:g}): {type(exc).__name__}: {exc}"
+                    f"(limit TUNIX_STORAGE_RETRY_SECONDS={policy.deadline:g}): {_describe(exc)}"
                 ) from exc
             pause = min(delay, policy.max_delay, policy.deadline - failing_for)
-            log.warning("%s failed (%s: %s); retrying in %.2f s", what, type(exc).__name__, exc, pause)
+            log.warning("%s failed (%s); retrying in %.2f s", what, _describe(exc), pause)
             sleep(max(pause, 0.0))
             delay *= 2
         else:
             if first_failure is not None:
                 log.warning("%s succeeded after %.1f s of failures", what, clock() - first_failure)
             return result
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__}: no answer in time"
