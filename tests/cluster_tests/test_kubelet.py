@@ -379,6 +379,49 @@ def test_unknown_image_backs_off_and_the_pod_stays_pending(
     assert message.startswith('Back-off pulling image "registry.invalid/nope:1": ErrImagePull: ')
 
 
+def test_real_scheduler_preemption_ends_the_victim_and_starts_the_preemptor(
+    control_plane: ControlPlane, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
+) -> None:
+    gpu = {"nvidia.com/gpu": "1"}
+    for name, value in (("low", 10), ("high", 1000)):
+        try:
+            api.request(
+                "POST",
+                "/apis/scheduling.k8s.io/v1/priorityclasses",
+                {"metadata": {"name": f"kubelet-test-{name}"}, "value": value},
+            )
+        except ApiError as exc:
+            if exc.code != 409:
+                raise
+    node = Node(node_name, extended=gpu)
+    images = {PYTHON: "process", SIMULATED: "simulated"}
+    with ProcessKubelet(
+        control_plane.api_client(), tmp_path, nodes=(node,), images=images, path_prefix=(VENV_BIN,)
+    ) as kubelet:
+        slow_exit = TRAPS_SIGTERM.replace("sys.exit(0)", "time.sleep(1); sys.exit(0)")
+        victim = _python(slow_exit, resources={"requests": gpu, "limits": gpu})
+        _create_pod(
+            api, namespace, "victim", _pod_spec(node_name, victim, priorityClassName="kubelet-test-low")
+        )
+        _wait_phase(api, namespace, "victim", "Running")
+        _wait_log(kubelet, "victim", namespace, "ready")
+        preemptor = {"name": "main", "image": SIMULATED, "resources": {"requests": gpu, "limits": gpu}}
+        spec = _pod_spec(node_name, preemptor, priorityClassName="kubelet-test-high")
+        _create_pod(api, namespace, "preemptor", spec)
+
+        def disrupted() -> Obj | None:
+            pod = _get(api, namespace, "pods", "victim")
+            return pod if pod and "DisruptionTarget" in _conditions(pod) else None
+
+        pod = _wait("the victim preempted", disrupted)
+        assert _conditions(pod)["DisruptionTarget"]["reason"] == "PreemptionByScheduler"
+        assert pod["metadata"].get("deletionTimestamp")
+        _wait("the victim gone", lambda: _get(api, namespace, "pods", "victim") is None)
+        assert "got SIGTERM" in kubelet.logs("victim", namespace)
+        assert _wait_phase(api, namespace, "preemptor", "Running")["spec"]["nodeName"] == node_name
+    assert not kubelet.errors, kubelet.errors
+
+
 # -- simulated containers ---------------------------------------------------------------------------------
 def test_simulated_containers_end_by_runner_or_terminate(
     control_plane: ControlPlane, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
