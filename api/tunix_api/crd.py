@@ -319,8 +319,18 @@ def openapi_schema() -> dict[str, Any]:
         },
     }
     if CEL_RULES.get(ROOT_MODEL):
-        root["x-kubernetes-validations"] = [{"rule": r, "message": m} for r, m in CEL_RULES[ROOT_MODEL]]
+        root["x-kubernetes-validations"] = [
+            _root_rule(rule, message) for rule, message in CEL_RULES[ROOT_MODEL]
+        ]
     return root
+
+
+def _root_rule(rule: str, message: str) -> dict[str, Any]:
+    """A root CEL rule; one about the name reports at ``metadata.name`` (not at ``<nil>``)."""
+    validation = {"rule": rule, "message": message}
+    if "self.metadata.name" in rule:
+        validation["fieldPath"] = ".metadata.name"
+    return validation
 
 
 def build_crd(columns: Iterable[PrinterColumn] = PRINTER_COLUMNS) -> dict[str, Any]:

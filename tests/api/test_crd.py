@@ -402,8 +402,9 @@ def test_metadata_name_is_restricted_to_what_the_operator_can_name_children_afte
     assert metadata["properties"]["name"]["maxLength"] == MAX_NAME_LENGTH == 45
     assert metadata["properties"]["name"]["pattern"] == NAME_PATTERN
     assert metadata["properties"]["generateName"]["maxLength"] == MAX_NAME_LENGTH - 5
-    root_rules = [v["rule"] for path, _, v in iter_validations(schema) if path == ""]
-    assert any("self.metadata.name.matches('^[a-z]')" in rule for rule in root_rules)
+    (root_rule,) = [v for path, _, v in iter_validations(schema) if path == ""]
+    assert "self.metadata.name.matches('^[a-z]')" in root_rule["rule"]
+    assert root_rule["fieldPath"] == ".metadata.name"  # the API server reports it there, not at <nil>
 
 
 def test_cel_field_paths_leave_out_method_calls() -> None:
