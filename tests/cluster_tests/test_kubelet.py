@@ -422,6 +422,19 @@ def test_real_scheduler_preemption_ends_the_victim_and_starts_the_preemptor(
     assert not kubelet.errors, kubelet.errors
 
 
+def test_pods_of_an_earlier_kubelet_are_reported_lost(
+    control_plane: ControlPlane, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
+) -> None:
+    with _kubelet(control_plane, tmp_path / "first", node_name):
+        _create_pod(api, namespace, "orphan", _pod_spec(node_name, {"name": "main", "image": SIMULATED}))
+        _wait_phase(api, namespace, "orphan", "Running")
+    with _kubelet(control_plane, tmp_path / "second", node_name) as second:  # the same Node, restarted
+        pod = _wait_phase(api, namespace, "orphan", "Failed")
+        terminated = _terminated(pod)
+        assert (terminated["exitCode"], terminated["reason"]) == (137, "ContainerStatusUnknown")
+    assert not second.errors, second.errors
+
+
 # -- simulated containers ---------------------------------------------------------------------------------
 def test_simulated_containers_end_by_runner_or_terminate(
     control_plane: ControlPlane, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
