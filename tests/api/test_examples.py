@@ -140,6 +140,43 @@ SCHEMA_REJECTIONS = [
     ("generate-name-uppercase", _set("metadata.generateName", "Run-"), "does not match"),
 ]
 
+# What kube-apiserver v1.37.2 (kubectl apply --dry-run=server, strict field validation) answers to
+# each SCHEMA_REJECTIONS case, for a harness with a real API server (CEL cases answer with their
+# message). The name cases are refused before the CRD's schema by the server's own check (a
+# DNS-1123 subdomain) or, for '/', by kubectl itself.
+API_SERVER_SAYS = {
+    "typo-in-field": 'unknown field "spec.training.stpes"',
+    "typo-top-level": 'unknown field "spec.checkpoints"',
+    "missing-training": "spec.training: Required value",
+    "missing-steps": "spec.training.steps: Required value",
+    "wrong-enum-mode": 'spec.mode: Unsupported value: "Training"',
+    "wrong-enum-preset": 'spec.model.preset: Unsupported value: "7b"',
+    "wrong-enum-accelerator": 'spec.accelerator.type: Unsupported value: "nvidia/gpu"',
+    "steps-below-minimum": "spec.training.steps in body should be greater than or equal to 1",
+    "lr-exclusive-minimum": "spec.training.learningRate in body should be greater than 0",
+    "beta-exclusive-maximum": "spec.training.beta2 in body should be less than 1",
+    "hosts-above-maximum": "spec.accelerator.hosts in body should be less than or equal to 4096",
+    "wrong-type": "spec.training.steps in body must be of type integer",
+    "integer-as-string": "spec.training.steps in body must be of type integer",
+    "integer-as-boolean": "spec.training.batchSize in body must be of type integer",
+    "number-as-string": "spec.training.learningRate in body must be of type number",
+    "boolean-as-string": "spec.suspend in body must be of type boolean",
+    "boolean-as-integer": "spec.dataset.packing in body must be of type boolean",
+    "resume-pattern": "spec.checkpoint.resume in body should match",
+    "volume-size-pattern": "spec.checkpoint.volume.size in body should match",
+    "empty-image": "spec.image in body should be at least 1 chars long",
+    "quantity-not-a-list": "spec.resources.limits.cpu in body must be of type integer,string",
+    "env-name-missing": "spec.env[0].name: Required value",
+    "name-uppercase": 'metadata.name: Invalid value: "Tiny-Golden": a lowercase RFC 1123 subdomain',
+    "name-with-dot": "metadata.name in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+    "name-absolute-path": "invalid resource name \"/tmp/run\": [may not contain '/']",
+    "name-parent-dir": "invalid resource name \"../run\": [may not contain '/']",
+    "name-trailing-dash": 'metadata.name: Invalid value: "run-": a lowercase RFC 1123 subdomain',
+    "name-too-long": "metadata.name: Too long: may not be more than 45 bytes",
+    "generate-name-too-long": "metadata.generateName: Too long: may not be more than 40 bytes",
+    "generate-name-uppercase": 'metadata.generateName: Invalid value: "Run-": a lowercase RFC 1123 subdomain',
+}
+
 # One violation per CEL rule, keyed by the rule's message (a test checks every rule is covered).
 CEL_REJECTIONS = {
     "dataset is required when mode is Train": _delete("spec.dataset"),
@@ -201,6 +238,10 @@ def test_each_cel_rule_rejects_its_violation_like_the_models(message: str, schem
     assert [e for e in errors if e.endswith(message)] and len(errors) == 1, errors
     with pytest.raises(pydantic.ValidationError, match=re.escape(message)):
         _validate(obj)
+
+
+def test_every_schema_rejection_says_what_the_api_server_answers() -> None:
+    assert set(API_SERVER_SAYS) == {ident for ident, _, _ in SCHEMA_REJECTIONS}
 
 
 def test_every_cel_rule_has_a_rejection_case() -> None:
