@@ -157,8 +157,11 @@ def _bomb(levels: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-# (id, config text, text expected in the one-line error): documents kubectl and the API server
-# refuse too (kubectl: duplicate keys, non-finite numbers, sizes; the server: the name rules).
+# (id, config text, text expected in the one-line error). Checked against kubectl and
+# kube-apiserver v1.37.2 (apply --dry-run=server): they refuse the non-finite numbers (kubectl:
+# "json: unsupported value: +Inf"), the lone surrogate, the types, the names and the sizes too.
+# Stricter here on purpose: kubectl silently keeps the last of duplicate keys, and accepts nesting
+# deeper than 100 levels.
 TEXT_REJECTIONS = [
     ("duplicate-key", _doc(extra="    steps: 4\n"), "line 9: duplicate key 'steps' (first at line 8)"),
     ("duplicate-key-json", '{"training": {"steps": 1, "steps": 2}}', "line 1: duplicate key 'steps'"),
