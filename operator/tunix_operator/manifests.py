@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
-from tunix_api import artifacts
+from tunix_api import artifacts, manifest_yaml
 from tunix_api.run import API_VERSION, KIND, AcceleratorType, Mode, TunixRun
 from tunix_api.training import ReclaimPolicy
 from tunix_operator.settings import OperatorSettings
@@ -125,7 +123,7 @@ def build_config_map(run: TunixRun, ref: RunRef) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(ref, config_map_name(ref.name)),
-        "data": {artifacts.CONFIG_FILE: yaml.safe_dump(run_document(run), sort_keys=False)},
+        "data": {artifacts.CONFIG_FILE: manifest_yaml.dump(run_document(run))},  # reads back the same
     }
 
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tunix_api import manifest_yaml
 from tunix_api.names import MAX_OBJECT_BYTES, MAX_REQUEST_BYTES
 from tunix_api.run import API_VERSION, KIND, TunixRun, TunixRunSpec
-from tunix_trainer import safe_yaml
 from tunix_trainer.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,15 +41,15 @@ def load_run(path_or_text: str | os.PathLike[str], *, base_dir: str | None = Non
     """Read ``path_or_text`` (a file path, or the YAML/JSON text itself) and validate it.
 
     The text is read as the API server would: UTF-8, at most ``MAX_REQUEST_BYTES``, no duplicate
-    keys, aliases expanding to at most ``MAX_OBJECT_BYTES`` (see ``safe_yaml``).
+    keys, aliases expanding to at most ``MAX_OBJECT_BYTES`` (see ``tunix_api.manifest_yaml``).
     Raises ConfigError naming every invalid field, one per line, as ``spec.training.steps: ...``.
     """
     text, source = _read_source(path_or_text)
     if (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_REQUEST_BYTES:
         raise ConfigError(f"{source}: {_too_big(size, MAX_REQUEST_BYTES)}")
     try:
-        document = safe_yaml.load(text)
-    except safe_yaml.StrictYAMLError as exc:
+        document = manifest_yaml.load(text)
+    except manifest_yaml.StrictYAMLError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML or JSON: {_one_line(str(exc))}") from exc

@@ -1,7 +1,9 @@
-"""YAML read as strictly as ``kubectl apply`` and the API server read it.
+"""TunixRun manifests as YAML: read as strictly as ``kubectl apply`` and the API server read them,
+written so that they read back the same.
 
 Numbers follow kubectl's reader too: ``1e-8`` is a float (PyYAML, following YAML 1.1, reads a
-string there, which a strictly typed field would then refuse).
+string there, which a strictly typed field would then refuse). :func:`dump` therefore quotes a
+string such as ``"1e3"`` (the operator writes the trainer's ``run.yaml`` with it).
 
 PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases without limit (a
 "billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
@@ -73,7 +75,17 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+class _Dumper(yaml.SafeDumper):
+    """``SafeDumper`` that quotes the strings :func:`load` would read as numbers."""
+
+
+for _cls in (_StrictLoader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+
+
+def dump(document: Any) -> str:
+    """YAML of ``document`` (keys in their order) that :func:`load` reads back equal."""
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
 def expanded_size(root: Node, limit: int) -> int:
