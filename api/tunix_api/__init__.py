@@ -1,7 +1,7 @@
 """The tunix-rt contract: TunixRun API models, exit codes and artifact names.
 
-Importable with pydantic alone (no JAX, no kopf): both the operator and the
-trainer depend on it, and the CRD in ``crds/`` is generated from it.
+Importable with pydantic and PyYAML alone (no JAX, no kopf): both the operator and
+the trainer depend on it, and the CRD in ``crds/`` is generated from it.
 """
 
 from tunix_api.exit_codes import ExitClass, ExitCode, classify_exit_code
