@@ -96,8 +96,28 @@ def train_step(
     micro-batches gives the same update as one big batch. Gradients accumulate in float32.
     """
     model, optimizer = nnx.merge(graphdef, state)
-    model_def, params, rest = nnx.split(model, nnx.Param, ...)
     learning_rate = schedule(optimizer.step.value)  # the rate this update uses
+    grad_sum, loss_sum, tokens = accumulate_gradients(model, batch)
+    params = nnx.state(model, nnx.Param)
+    denom = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, params)
+    grad_norm = optax.global_norm(grads)
+    optimizer.update(model, grads)
+    metrics = {
+        "loss": loss_sum / denom,
+        "grad_norm": grad_norm.astype(jnp.float32),
+        "learning_rate": jnp.asarray(learning_rate, jnp.float32),
+        "tokens": tokens,
+    }
+    return nnx.state((model, optimizer)), metrics
+
+
+def accumulate_gradients(
+    model: nnx.Module, batch: Mapping[str, jax.Array]
+) -> tuple[nnx.State, jax.Array, jax.Array]:
+    """(float32 sum of the micro-batches' gradients of the summed token loss, summed loss, token
+    count) over ``batch`` (arrays shaped [accum, micro_batch, seq]), before any normalisation."""
+    model_def, params, rest = nnx.split(model, nnx.Param, ...)
 
     def micro_loss(p: nnx.State, micro: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         logits = nnx.merge(model_def, p, rest)(micro["inputs"])
@@ -115,18 +135,7 @@ def train_step(
     init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
     micro_batches = {name: batch[name] for name in BATCH_FIELDS}
     (grad_sum, loss_sum, tokens), _ = jax.lax.scan(accumulate, init, micro_batches)
-
-    denom = jnp.maximum(tokens, 1.0)
-    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grad_sum, params)
-    grad_norm = optax.global_norm(grads)
-    optimizer.update(model, grads)
-    metrics = {
-        "loss": loss_sum / denom,
-        "grad_norm": grad_norm.astype(jnp.float32),
-        "learning_rate": jnp.asarray(learning_rate, jnp.float32),
-        "tokens": tokens,
-    }
-    return nnx.state((model, optimizer)), metrics
+    return grad_sum, loss_sum, tokens
 
 
 def make_train_step(
