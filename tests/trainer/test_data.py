@@ -20,6 +20,7 @@ from tunix_trainer.data import (
     SyntheticBatches,
     dataset_checksum,
     open_uri,
+    parse_records,
     resolve_uri,
 )
 from tunix_trainer.tokenizer import ByteTokenizer, Tokenizer, load_tokenizer
@@ -197,6 +198,11 @@ def test_dataset_checksum_and_open_uri(tmp_path):
     ("content", "message"),
     [
         ('{"text": "a"}\n{"text": "b"\n', r":2: invalid JSON"),
+        (
+            '{"text": "a"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            r":2: invalid JSON \(nested too deeply\)$",
+        ),
+        ('{"text": "a", "n": ' + "9" * 5000 + "}\n", r":1: invalid JSON \(Exceeds the limit \(4300 digits\)"),
         ('{"text": "a}\n', r":1: invalid JSON \(Unterminated string starting at column 10\)$"),
         ('{"text": "a" "b"}\n', r":1: invalid JSON \(Expecting ',' delimiter at column 14\)$"),
         (
@@ -222,6 +228,17 @@ def test_malformed_datasets(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(DataError, match=message):
         iterator(str(path), seq_len=64)
+
+
+def test_lines_end_only_at_line_breaks_json_cannot_hold(tmp_path):
+    """U+2028 and friends are line breaks to str.splitlines but may sit raw inside a JSON string."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes('\ufeff{"text": "a\u2028b\x85c\u2029d"}\r\n{"text": "e"}\r{"text": "f"}\n'.encode())
+    assert parse_records(path.read_bytes(), DatasetFormat.AUTO, str(path)) == [
+        ("", "a\u2028b\x85c\u2029d"),
+        ("", "e"),
+        ("", "f"),
+    ]
 
 
 def test_explicit_format_mismatch(tmp_path):

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
 
 _CHUNK = 1 << 20
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the only line breaks a JSON text cannot hold raw
 
 
 class DataError(Exception):
@@ -88,16 +90,18 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
     """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
 
     ``fmt`` AUTO takes the kind of the first record; every record must then be of that kind.
-    Blank lines are skipped; extra fields are ignored. Raises ``DataError`` naming the line.
+    Lines end at LF, CRLF or CR only (not at U+2028 and the other breaks ``str.splitlines`` knows,
+    which JSON strings may hold); a leading byte-order mark is dropped. Blank lines are skipped;
+    extra fields are ignored. Raises ``DataError`` naming the line.
     """
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{source}: not UTF-8 text ({exc})") from None
     records: list[tuple[str, str]] = []
     kind = None if fmt == DatasetFormat.AUTO else fmt
     first_line = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(_LINE_BREAK.split(text), start=1):
         if not line.strip():
             continue
         where = f"{source}:{lineno}"
@@ -106,6 +110,10 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
         except json.JSONDecodeError as exc:
             reason = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column"
             raise DataError(f"{where}: invalid JSON ({reason} at column {exc.colno})") from None
+        except RecursionError:
+            raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise DataError(f"{where}: invalid JSON ({exc})") from None
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
         if kind is None:
