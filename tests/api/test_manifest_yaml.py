@@ -27,6 +27,10 @@ def test_exponent_floats_are_numbers_as_kubectl_reads_them() -> None:
     [
         ("a: 1\nb: 2\na: 3\n", "line 3: duplicate key 'a' (first at line 1)"),
         ("x: &x [*x]\n", "recursive alias"),
+        ("a: 1\nb: " + "9" * 5000 + "\n", "line 2: cannot read this value: Exceeds the limit (4300 digits)"),
+        ("a:\n  b: !!timestamp 2024-99-99\n", "line 2: cannot read this value: month must be in 1..12"),
+        ("a: !!int abc\n", "line 1: cannot read this value: invalid literal for int()"),
+        ("a: !!float abc\n", "line 1: cannot read this value: could not convert string to float"),
         ("a: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), f"nested deeper than {MAX_DEPTH} levels"),
     ],
 )
