@@ -283,9 +283,14 @@ def test_a_file_larger_than_a_request_is_refused_before_reading(tmp_path, monkey
     path = tmp_path / "huge.yaml"
     with path.open("wb") as f:
         f.truncate(3 * 1024 * 1024 + 1)
-    monkeypatch.setattr("pathlib.Path.read_bytes", lambda self: pytest.fail("read a huge file"))
+    monkeypatch.setattr("pathlib.Path.open", lambda *_, **__: pytest.fail("read a huge file"))
     with pytest.raises(ConfigError, match=r"huge\.yaml: 3,145,729 bytes; the API server accepts at most"):
         load_run(path)
+
+
+def test_a_config_without_a_size_is_read_no_further_than_the_limit():
+    with pytest.raises(ConfigError, match=r"^/dev/zero: more than 3,145,728 bytes, the API server's limit$"):
+        load_run("/dev/zero")
 
 
 def test_a_config_that_is_not_utf8_names_the_file_and_line(tmp_path):

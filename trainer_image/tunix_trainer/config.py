@@ -213,7 +213,10 @@ def _read_source(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
         try:
             if (size := path.stat().st_size) > MAX_REQUEST_BYTES:
                 raise ConfigError(f"{path}: {_too_big(size, MAX_REQUEST_BYTES)}")
-            data = path.read_bytes()
+            with path.open("rb") as handle:  # bounded: a device or pipe has no size to check first
+                data = handle.read(MAX_REQUEST_BYTES + 1)
+            if len(data) > MAX_REQUEST_BYTES:
+                raise ConfigError(f"{path}: more than {MAX_REQUEST_BYTES:,} bytes, the API server's limit")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config: {exc.strerror or exc}") from exc
         try:
