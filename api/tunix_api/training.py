@@ -506,8 +506,8 @@ class BenchmarkSpec(ApiModel):
     profile_steps: int = Field(5, ge=1, le=1000, description="Steps traced when profile is true (default 5).")
     synthetic_data: bool = Field(
         True,
-        description="Random tokens over the model's full vocabulary (default true); false: batches "
-        "from spec.dataset.",
+        description="Random tokens over the model's real vocabulary, the tokenizer's ids (default "
+        "true; the padded rows are computed but masked out of the loss); false: batches from spec.dataset.",
     )
 
 

@@ -65,8 +65,11 @@ def run_benchmark(
     model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform)
     batches: Iterator[Any]
     if settings.synthetic_data:
-        batches = SyntheticBatches(
-            model_cfg.vocab_size, batch_size=training.batch_size, seq_len=training.seq_len, seed=training.seed
+        batches = SyntheticBatches(  # ids the loss accepts: padded vocabulary rows are masked out
+            model_cfg.valid_vocab_size or model_cfg.vocab_size,
+            batch_size=training.batch_size,
+            seq_len=training.seq_len,
+            seed=training.seed,
         )
     else:
         assert spec.dataset is not None
