@@ -409,13 +409,12 @@ def test_real_scheduler_preemption_ends_the_victim_and_starts_the_preemptor(
         spec = _pod_spec(node_name, preemptor, priorityClassName="kubelet-test-high")
         _create_pod(api, namespace, "preemptor", spec)
 
-        def disrupted() -> Obj | None:
+        def disrupted() -> Obj | None:  # the scheduler adds the condition, then deletes the pod
             pod = _get(api, namespace, "pods", "victim")
-            return pod if pod and "DisruptionTarget" in _conditions(pod) else None
+            return pod if pod and pod["metadata"].get("deletionTimestamp") else None
 
         pod = _wait("the victim preempted", disrupted)
         assert _conditions(pod)["DisruptionTarget"]["reason"] == "PreemptionByScheduler"
-        assert pod["metadata"].get("deletionTimestamp")
         _wait("the victim gone", lambda: _get(api, namespace, "pods", "victim") is None)
         assert "got SIGTERM" in kubelet.logs("victim", namespace)
         assert _wait_phase(api, namespace, "preemptor", "Running")["spec"]["nodeName"] == node_name
