@@ -260,12 +260,12 @@ def test_missing_secret_holds_the_container_in_create_container_config_error(
 
 
 def test_config_map_volume_is_visible_read_only_at_its_mount_path(
-    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str
+    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
 ) -> None:
     _create(
         api, namespace, "configmaps", {"metadata": {"name": "run-config"}, "data": {"run.yaml": "steps: 7\n"}}
     )
-    mount = f"/etc/tunix-kubelet-test-{uuid.uuid4().hex[:6]}"
+    mount = str(tmp_path / "etc" / "tunix")  # a mount point is made on the machine when missing: not in /etc
     script = (
         "import pathlib\n"
         f"text = pathlib.Path('{mount}/run.yaml').read_text()\n"
@@ -490,7 +490,7 @@ def test_job_from_the_real_job_controller_runs_to_complete(
 
 
 def test_claim_is_provisioned_bound_and_outlives_its_pods(
-    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str
+    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
 ) -> None:
     claim = {
         "metadata": {"name": "data"},
@@ -507,14 +507,15 @@ def test_claim_is_provisioned_bound_and_outlives_its_pods(
     assert bound
     volume_name = _get(api, namespace, "persistentvolumeclaims", "data")["spec"]["volumeName"]  # type: ignore[index]
     volume = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
-    mounts = [{"name": "data", "mountPath": "/data"}]
-    write = _python("open('/data/kept.txt', 'w').write('from the first pod')", volumeMounts=mounts)
+    data = tmp_path / "data"  # the mount point (made on the machine when missing)
+    mounts = [{"name": "data", "mountPath": str(data)}]
+    write = _python(f"open('{data}/kept.txt', 'w').write('from the first pod')", volumeMounts=mounts)
     _create_pod(api, namespace, "writer", _pod_spec(node_name, write, volumes=[volume]))
     assert _wait_phase(api, namespace, "writer", "Succeeded", "Failed")["status"]["phase"] == "Succeeded"
     api.request("DELETE", path_of("api", "v1", "namespaces", namespace, "pods", "writer"))
     _wait("writer gone", lambda: _get(api, namespace, "pods", "writer") is None)
     read = _python(
-        "open('/dev/termination-log', 'w').write(open('/data/kept.txt').read())", volumeMounts=mounts
+        f"open('/dev/termination-log', 'w').write(open('{data}/kept.txt').read())", volumeMounts=mounts
     )
     _create_pod(api, namespace, "reader", _pod_spec(node_name, read, volumes=[volume]))
     assert (
