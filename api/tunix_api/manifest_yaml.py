@@ -7,7 +7,7 @@ string such as ``"1e3"`` (the operator writes the trainer's ``run.yaml`` with it
 
 PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases without limit (a
 "billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
-a duplicate key names the key and both lines (kubectl's strict decoding refuses it too), and a
+a duplicate key names the key and both lines (kubectl silently keeps the last value), and a
 document whose aliases expand past ``max_bytes`` (by default the API server's object size
 limit) is refused before anything is built. A recursive alias is refused, and so is nesting
 deeper than ``MAX_DEPTH`` (PyYAML composes recursively: a few hundred levels would otherwise end
@@ -32,7 +32,7 @@ MAX_DEPTH = 100  # nested collections; a TunixRun needs about 10 (affinity is th
 
 
 class StrictYAMLError(yaml.YAMLError):
-    """A document PyYAML would accept but the API server would not; ``line`` is 1-based."""
+    """A document this reader refuses though PyYAML alone would read it; ``line`` is 1-based."""
 
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message)
