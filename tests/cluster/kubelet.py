@@ -385,6 +385,8 @@ class _PodWorker:
             timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
             self._wake.wait(timeout)
             self._wake.clear()
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._retry_at = None  # due: this pass is the retry (no waiting on a past time again)
             if self.kubelet.stopping:
                 self._kill_all()
                 return
