@@ -21,6 +21,10 @@ MAX_NAMESPACE_LENGTH = 63
 NAMESPACE_PATTERN = NAME_PATTERN
 SERVICE_NAME_START = r"^[a-z]"  # a DNS-1035 label starts with a letter
 
+# A label value (pod labels, node selectors): empty, or alphanumerics with '-', '_', '.' inside.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MAX_LABEL_VALUE_LENGTH = 63
+
 # The API server's limits on one object: etcd refuses values over 1.5 MiB (--max-request-bytes)
 # and the API server request bodies over 3 MiB.
 MAX_OBJECT_BYTES = 1536 * 1024

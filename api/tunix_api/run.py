@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, model_validator
 
 from tunix_api.base import ApiModel, OpenModel
 from tunix_api.names import (
+    LABEL_VALUE_PATTERN,
+    MAX_LABEL_VALUE_LENGTH,
     MULTI_HOST_NAME_MESSAGE,
     SERVICE_NAME_START,
     generate_name_errors,
@@ -39,6 +41,9 @@ SINGULAR = "tunixrun"
 SHORT_NAME = "trun"
 
 Quantity = str | StrictInt  # bool is not a quantity (pydantic would read true as 1)
+# What the operator puts on the Job and its pods as label values: the API server would refuse the
+# Job (not the TunixRun) for anything else.
+LabelValue = Annotated[str, Field(max_length=MAX_LABEL_VALUE_LENGTH, pattern=LABEL_VALUE_PATTERN)]
 
 
 class Mode(enum.StrEnum):
@@ -191,7 +196,7 @@ class TunixRunSpec(ApiModel):
     resources: ResourceRequirements | None = Field(
         None, description="CPU, memory and other container resources of each trainer pod."
     )
-    node_selector: dict[str, str] | None = Field(
+    node_selector: dict[str, LabelValue] | None = Field(
         None, description="Node labels the pods require, as in a Pod's spec.nodeSelector."
     )
     tolerations: list[Toleration] | None = Field(
@@ -213,7 +218,7 @@ class TunixRunSpec(ApiModel):
         description="Extra environment of the trainer container; the operator adds TUNIX_RUN_NAME, "
         "TUNIX_NAMESPACE, TUNIX_ATTEMPT and, for multi-host runs, the JAX coordinator variables.",
     )
-    pod_labels: dict[str, str] | None = Field(
+    pod_labels: dict[str, LabelValue] | None = Field(
         None, description="Labels for the Job and pods (e.g. kueue.x-k8s.io/queue-name)."
     )
     pod_annotations: dict[str, str] | None = Field(None, description="Annotations for the Job and pods.")

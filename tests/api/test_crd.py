@@ -208,7 +208,11 @@ def test_spec_keeps_defaults_bounds_enums_and_descriptions(schema: dict) -> None
         "description": "As in a Pod's spec.affinity.",
         "x-kubernetes-preserve-unknown-fields": True,
     }
-    assert spec["properties"]["nodeSelector"]["additionalProperties"] == {"type": "string"}
+    assert spec["properties"]["nodeSelector"]["additionalProperties"] == {
+        "type": "string",
+        "maxLength": 63,
+        "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+    }
     assert spec["properties"]["env"]["items"]["properties"]["valueFrom"][
         "x-kubernetes-preserve-unknown-fields"
     ]

@@ -138,6 +138,10 @@ SCHEMA_REJECTIONS = [
     ("name-too-long", _set("metadata.name", "r" * 46), "is too long"),
     ("generate-name-too-long", _set("metadata.generateName", "r" * 41), "is too long"),
     ("generate-name-uppercase", _set("metadata.generateName", "Run-"), "does not match"),
+    # label values the operator puts on the Job and pods
+    ("pod-label-value-space", _set("spec.podLabels", {"team": "my team"}), "does not match"),
+    ("pod-label-value-too-long", _set("spec.podLabels", {"team": "t" * 64}), "is too long"),
+    ("node-selector-value", _set("spec.nodeSelector", {"pool": "-gpu"}), "does not match"),
 ]
 
 # What kube-apiserver v1.37.2 (kubectl apply --dry-run=server, strict field validation) answers to
@@ -175,6 +179,9 @@ API_SERVER_SAYS = {
     "name-too-long": "metadata.name: Too long: may not be more than 45 bytes",
     "generate-name-too-long": "metadata.generateName: Too long: may not be more than 40 bytes",
     "generate-name-uppercase": 'metadata.generateName: Invalid value: "Run-": a lowercase RFC 1123 subdomain',
+    "pod-label-value-space": "spec.podLabels.team in body should match",
+    "pod-label-value-too-long": "spec.podLabels.team: Too long: may not be more than 63 bytes",
+    "node-selector-value": "spec.nodeSelector.pool in body should match",
 }
 
 # One violation per CEL rule, keyed by the rule's message (a test checks every rule is covered).

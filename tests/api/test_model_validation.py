@@ -130,3 +130,17 @@ def test_generate_name_leaves_room_for_the_suffix(prefix: str, ok: bool) -> None
     else:
         with pytest.raises(pydantic.ValidationError, match=r"metadata\.generateName"):
             TunixRun.model_validate(obj)
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"), [("", True), ("a", True), ("a.b_c-D9", True), ("-a", False), ("a b", False)]
+)
+def test_pod_label_and_node_selector_values_are_label_values(value: str, ok: bool) -> None:
+    for field in ("podLabels", "nodeSelector"):
+        obj = copy.deepcopy(BASE)
+        obj["spec"][field] = {"k": value}
+        if ok:
+            TunixRun.model_validate(obj)
+        else:
+            with pytest.raises(pydantic.ValidationError, match=rf"spec\.{field}\.k"):
+                TunixRun.model_validate(obj)
