@@ -130,6 +130,31 @@ def test_greedy_continuations_are_readable(smollm2):
         assert sum(w.strip(".,!?").isalpha() for w in words) >= 0.7 * len(words)
 
 
+def test_logits_and_tokens_equal_transformers_own_gguf_loading(smollm2):
+    """The reference nobody here wrote, where it can be installed: transformers' GGUF loader
+    (it dequantizes the same file and un-permutes q/k itself) with torch on CPU."""
+    torch = pytest.importorskip(
+        "torch", reason="torch is not installed (on these machines PyPI's is a CUDA build of GBs)"
+    )
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    from tools.convert_gguf import smollm2_gguf_path
+
+    _, model, tokenizer = smollm2
+    path = smollm2_gguf_path()
+    reference_tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    text = english_text()[:2000]
+    assert tokenizer.encode(text) == reference_tokenizer(text, add_special_tokens=False)["input_ids"]
+    reference = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, torch_dtype=torch.float32
+    )
+    ids = tokenizer.encode(text)[:64]
+    with torch.no_grad():
+        expected = reference(torch.tensor([ids])).logits[0].numpy()
+    ours = np.asarray(_logits(model, jnp.asarray([ids], jnp.int32))[0, :, :VOCAB])
+    # the same float32 weights; only the order of float32 sums differs over 30 layers
+    np.testing.assert_allclose(ours, expected, atol=1e-3 * np.abs(expected).max(), rtol=0)
+
+
 def test_export_of_the_loaded_model_equals_the_converted_tensors(smollm2, smollm2_dir, tmp_path):
     from safetensors import safe_open
 
