@@ -6,16 +6,7 @@ the coordinator and train data-parallel over one CPU device each with JAX's CPU 
 Their losses match a one-process run of the same global batches; only process 0 writes artifacts;
 a SIGTERM to one process stops both at the same step with one checkpoint, and they resume from it.
 
-Tolerance: both runs compute the same global batch, but the two-process run sums each half on its
-own device and then all-reduces the halves, a different float32 summation order. The loss is a sum
-of ``TOKENS`` nonnegative terms (masked cross-entropies) divided by the token count (an exact
-integer): in any order the ``TOKENS - 1`` additions and the division leave it within ``TOKENS * u``
-(u = 2**-24) of the exact quotient, relative, so two orders differ by at most ``2 * TOKENS * u``
-(1.5e-5 for 128 tokens) at step 1, where the parameters are identical. Gradients are summed in
-different orders too (the same bound, entry by entry, relative to the sum of the magnitudes), so the
-parameters drift apart by a few ulps per update: step ``k`` is allowed ``k`` times the step-1 bound
-(2.4e-4 at step 16). The difference observed is about 1e-7 (docs/RELIABILITY.md); feeding a process
-the wrong rows, or not all-reducing gradients, moves the loss by more than 1e-3.
+The loss tolerance and its derivation: ``tests/trainer/data_parallel.py``.
 """
 
 from __future__ import annotations
@@ -35,21 +26,16 @@ import pytest
 import yaml
 
 from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, write_dataset
+from tests.trainer.data_parallel import assert_losses_match
 from tunix_api.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
 
 STEPS = 16
 TOKENS = SMALL_TRAINING["batchSize"] * SMALL_TRAINING["seqLen"]  # target tokens of a global batch
-U = 2.0**-24  # float32 unit roundoff
 PROCESSES = 2
 TIMEOUT = 240  # seconds for one multi-process attempt (compilation on a loaded 2-core machine)
 COMPILE_CACHE = "jax-compile-cache"  # shared by the attempts: the second one compiles nothing
-
-
-def loss_tolerance(step: int) -> float:
-    """Relative tolerance for the loss of ``step`` (see the module docstring)."""
-    return 2 * TOKENS * U * step
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +143,6 @@ def _checkpoint_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def assert_losses_match(records: list[dict[str, Any]], reference: list[dict[str, Any]]) -> None:
-    assert [r["step"] for r in records] == [r["step"] for r in reference]  # each step exactly once
-    assert [r["tokens"] for r in records] == [r["tokens"] for r in reference]
-    for mine, ref in zip(records, reference, strict=True):
-        difference = abs(mine["loss"] - ref["loss"]) / abs(ref["loss"])
-        assert difference <= loss_tolerance(mine["step"]), (mine["step"], mine["loss"], ref["loss"])
-
-
 def test_two_processes_train_like_one_stop_together_and_resume(
     config: Path, reference: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -184,12 +162,12 @@ def test_two_processes_train_like_one_stop_together_and_resume(
     for index in range(PROCESSES):
         assert f"stopped by SIGTERM at step {stopped}" in world.log(index).read_text(), world.logs()
     metrics = world.artifacts(0) / "metrics.jsonl"
-    assert_losses_match(read_jsonl(metrics), reference[:stopped])
+    assert_losses_match(read_jsonl(metrics), reference[:stopped], TOKENS)
 
     resumed = World(tmp_path, config, resume="latest")
     codes = resumed.wait()
     assert codes == [ExitCode.SUCCESS] * PROCESSES, resumed.logs()
-    assert_losses_match(read_jsonl(metrics), reference)  # each step once, across the restart
+    assert_losses_match(read_jsonl(metrics), reference, TOKENS)  # each step once, across the restart
     summary = json.loads((world.artifacts(0) / "summary.json").read_text())
     assert summary["total_steps"] == STEPS
     assert summary["provenance"]["process_count"] == PROCESSES
