@@ -65,7 +65,8 @@ def api_client(kubeconfig: str | None) -> kubernetes.client.ApiClient:
 
 def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
     """kopf credentials equal to a loaded kubernetes client configuration."""
-    header = (configuration.api_key or {}).get("authorization") or ""
+    keys = configuration.api_key or {}
+    header = keys.get("BearerToken") or keys.get("authorization") or ""  # older clients: "authorization"
     scheme, _, token = header.partition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,
