@@ -16,6 +16,7 @@ import pytest
 from tests.trainer.conftest import read_jsonl
 from tunix_api.exit_codes import ExitClass, ExitCode, classify_exit_code
 from tunix_trainer.checkpoint import Checkpointer, NoUsableCheckpointError
+from tunix_trainer.errors import ConfigError
 from tunix_trainer.train import main
 
 
@@ -252,3 +253,18 @@ def test_training_with_no_usable_checkpoint_exits_6_naming_the_directory(write_c
     assert last.startswith(f"tunix-train: no usable checkpoint: {art / 'checkpoints'}: every checkpoint step")
     assert log.read_text().startswith("NoUsableCheckpoint: ")
     assert "Traceback" not in last
+
+
+def test_a_checkpoint_of_another_model_shape_is_a_config_error_not_damage(tmp_path):
+    root = tmp_path / "ckpt"
+    _save_steps(str(root), steps=(2,))
+    other = {"w": jax.ShapeDtypeStruct((32, 64), jnp.float32), "n": jax.ShapeDtypeStruct((), jnp.float32)}
+    ckpt = Checkpointer(str(root), save_interval_steps=2, max_to_keep=5)
+    with pytest.raises(ConfigError) as info:
+        ckpt.restore("latest", other)
+    assert str(info.value) == (
+        f"spec.model: checkpoint 2 in {root} was saved by another model (array ['w'] has shape (64, 64) "
+        "in the checkpoint, (32, 64) in the model); set spec.checkpoint.resume to none to start over"
+    )
+    assert ckpt.all_steps() == [2]  # nothing set aside
+    ckpt.close()

@@ -53,11 +53,15 @@ def read_step_meta(
     return meta, None
 
 
-def _host_bytes(leaf: Any) -> np.ndarray:
+def _host_array(leaf: Any) -> np.ndarray:
+    """``leaf`` on the host (a PRNG key array as its key data)."""
     if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
         leaf = jax.random.key_data(leaf)
-    array = np.ascontiguousarray(jax.device_get(leaf))
-    return array.reshape(-1).view(np.uint8)
+    return np.ascontiguousarray(jax.device_get(leaf))
+
+
+def _host_bytes(leaf: Any) -> np.ndarray:
+    return _host_array(leaf).reshape(-1).view(np.uint8)
 
 
 def _crc32(leaf: Any) -> str:
@@ -99,21 +103,23 @@ def state_problem(state: Any, saved: dict[str, dict[str, Any]] | None) -> str | 
     """Why a restored ``state`` is not what was saved (checksum mismatch, non-finite), or None.
 
     A leaf restored into another dtype than it was saved in (a changed ``paramDtype``) is cast by
-    Orbax, so its checksum cannot be compared; it is checked for finiteness only."""
-    leaves = dict(_leaves(state))
-    for name, entry in sorted((saved or {}).items()):
-        leaf = leaves.get(name)
-        if (
-            leaf is None
-            or not getattr(leaf, "is_fully_addressable", True)
-            or str(leaf.dtype) != entry.get("dtype")
-        ):
+    Orbax, so its checksum cannot be compared; it is checked for finiteness only. Each leaf is
+    copied to the host once for both checks."""
+    saved = saved or {}
+    for name, leaf in _leaves(state):
+        if not hasattr(leaf, "dtype") or not getattr(leaf, "is_fully_addressable", True):
             continue
-        got = _crc32(leaf)
-        if got != entry.get("crc32"):
-            return f"array {name} is corrupt (crc32 {got}, saved {entry.get('crc32')})"
-    for name, leaf in leaves.items():
-        inexact = hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
-        if inexact and not bool(jnp.all(jnp.isfinite(leaf))):
+        entry = saved.get(name)
+        compare = entry is not None and str(leaf.dtype) == entry.get("dtype")
+        inexact = jnp.issubdtype(leaf.dtype, jnp.inexact)
+        if not (compare or inexact):
+            continue
+        host = _host_array(leaf)
+        if compare:
+            got = f"{zlib.crc32(host.reshape(-1).view(np.uint8)):08x}"
+            if got != entry.get("crc32"):
+                return f"array {name} is corrupt (crc32 {got}, saved {entry.get('crc32')})"
+        if inexact and not np.isfinite(host).all():
             return f"array {name} holds NaN or infinite values"
-    return None
+    missing = sorted(set(saved) - {name for name, _ in _leaves(state)})
+    return f"array {missing[0]} is missing" if missing else None
