@@ -120,6 +120,7 @@ class ProcessContainer:
             "hostname": hostname,
             "argv": list(argv),
             "cwd": cwd,
+            "scratch": str(directory),
             "startError": str(self._start_error),
         }
         spec_path = directory / "shim.json"

@@ -390,33 +390,8 @@ needs_namespaces = pytest.mark.skipif(
 )
 
 
-@needs_namespaces
-def test_shim_binds_files_and_volumes_sets_hostname_and_execs(tmp_path: pathlib.Path) -> None:
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.44.0.9\tpeer-0.svc\n")
-    volume = tmp_path / "vol"
-    volume.mkdir()
-    (volume / "run.yaml").write_text("hello")
-    message = tmp_path / "termination-log"
-    message.write_text("")
-    target = tmp_path / "mnt" / "deep" / "config"  # missing: the shim makes the mount point
-    script = (
-        "import socket, pathlib;"
-        "print(socket.gethostname(), open('/etc/hosts').read().split()[1],"
-        f" open('{target}/run.yaml').read());"
-        f"pathlib.Path('{tmp_path}/msg').write_text('done')"
-    )
-    spec = {
-        "mounts": [
-            {"source": str(hosts), "target": "/etc/hosts"},
-            {"source": str(volume), "target": str(target), "readOnly": True},
-            {"source": str(message), "target": str(tmp_path / "msg")},
-        ],
-        "hostname": "run-0-1",
-        "argv": ["python3", "-c", script],
-        "cwd": str(tmp_path / "work"),
-        "startError": str(tmp_path / "start-error"),
-    }
+def _run_shim(tmp_path: pathlib.Path, spec: dict, path: str) -> subprocess.CompletedProcess:
+    spec = {"scratch": str(tmp_path), "startError": str(tmp_path / "start-error"), **spec}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     command = [
         "unshare",
@@ -431,38 +406,55 @@ def test_shim_binds_files_and_volumes_sets_hostname_and_execs(tmp_path: pathlib.
         str(SHIM),
         str(tmp_path / "spec.json"),
     ]
-    out = subprocess.run(
-        command, capture_output=True, text=True, env={"PATH": os.environ["PATH"]}, check=True
+    return subprocess.run(command, capture_output=True, text=True, env={"PATH": path})
+
+
+@needs_namespaces
+def test_shim_binds_files_and_volumes_sets_hostname_and_execs(tmp_path: pathlib.Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.44.0.9\tpeer-0.svc\n")
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    (volume / "run.yaml").write_text("hello")
+    message = tmp_path / "termination-log"
+    message.write_text("")
+    target = tmp_path / "mnt" / "deep" / "config"  # missing mount points: made in this namespace only
+    at_root = f"/tunix-shim-test-{os.getpid()}"  # missing under /: the shim shadows / and chroots
+    script = (
+        "import socket, pathlib, os;"
+        "print(socket.gethostname(), open('/etc/hosts').read().split()[1],"
+        f" open('{target}/run.yaml').read(), open('{at_root}/run.yaml').read(), os.getcwd());"
+        f"pathlib.Path('{tmp_path}/msg').write_text('done')"
     )
-    assert out.stdout.split() == ["run-0-1", "peer-0.svc", "hello"]
+    spec = {
+        "mounts": [
+            {"source": str(hosts), "target": "/etc/hosts"},
+            {"source": str(volume), "target": str(target), "readOnly": True},
+            {"source": str(volume), "target": at_root},
+            {"source": str(hosts), "target": f"{at_root}/sub/hosts"},  # inside a volume: made in the volume
+            {"source": str(message), "target": str(tmp_path / "msg")},
+        ],
+        "hostname": "run-0-1",
+        "argv": ["python3", "-c", script],
+        "cwd": str(tmp_path / "work"),
+    }
+    out = _run_shim(tmp_path, spec, os.environ["PATH"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["run-0-1", "peer-0.svc", "hello", "hello", str(tmp_path / "work")]
     assert message.read_text() == "done"  # written through the bind mount
-    assert (tmp_path / "msg").read_text() == ""  # the mount point itself is untouched outside
-    assert not any(target.iterdir())  # the volume was only visible inside
+    for made in (tmp_path / "msg", tmp_path / "mnt", tmp_path / "work", pathlib.Path(at_root)):
+        assert not made.exists(), made  # nothing made on the machine
+    assert (volume / "sub" / "hosts").read_text() == ""  # the mount point made inside the volume
     assert "peer-0.svc" not in pathlib.Path("/etc/hosts").read_text()
 
 
 @needs_namespaces
 def test_shim_reports_a_command_that_cannot_start(tmp_path: pathlib.Path) -> None:
-    spec = {
-        "mounts": [],
-        "hostname": "h",
-        "argv": ["no-such-binary-xyz"],
-        "cwd": str(tmp_path),
-        "startError": str(tmp_path / "start-error"),
-    }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    command = [
-        "unshare",
-        "--mount",
-        "--uts",
-        "--",
-        sys.executable,
-        "-I",
-        "-S",
-        str(SHIM),
-        str(tmp_path / "spec.json"),
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    out = _run_shim(
+        tmp_path,
+        {"mounts": [], "hostname": "h", "argv": ["no-such-binary-xyz"], "cwd": str(tmp_path)},
+        "/usr/bin:/bin",
+    )
     assert out.returncode == 128
     assert "no-such-binary-xyz" in (tmp_path / "start-error").read_text()
 
