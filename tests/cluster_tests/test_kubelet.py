@@ -260,12 +260,12 @@ def test_missing_secret_holds_the_container_in_create_container_config_error(
 
 
 def test_config_map_volume_is_visible_read_only_at_its_mount_path(
-    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
+    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str
 ) -> None:
     _create(
         api, namespace, "configmaps", {"metadata": {"name": "run-config"}, "data": {"run.yaml": "steps: 7\n"}}
     )
-    mount = str(tmp_path / "etc" / "tunix")  # a mount point is made on the machine when missing: not in /etc
+    mount = f"/etc/tunix-kubelet-test-{uuid.uuid4().hex[:6]}"  # missing: made in the pod's namespace only
     script = (
         "import pathlib\n"
         f"text = pathlib.Path('{mount}/run.yaml').read_text()\n"
@@ -280,7 +280,7 @@ def test_config_map_volume_is_visible_read_only_at_its_mount_path(
     _create_pod(api, namespace, "reads-config", spec)
     pod = _wait_phase(api, namespace, "reads-config", "Succeeded", "Failed")
     assert _terminated(pod)["message"] == "steps: 7\nread-only"
-    assert not (pathlib.Path(mount) / "run.yaml").exists()  # only inside the pod's mount namespace
+    assert not pathlib.Path(mount).exists()  # the mount point, and the volume, only inside the pod
 
 
 # -- deletion and eviction ------------------------------------------------------------------------------
@@ -490,7 +490,7 @@ def test_job_from_the_real_job_controller_runs_to_complete(
 
 
 def test_claim_is_provisioned_bound_and_outlives_its_pods(
-    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str, tmp_path: pathlib.Path
+    kubelet_here: ProcessKubelet, api: Api, namespace: str, node_name: str
 ) -> None:
     claim = {
         "metadata": {"name": "data"},
@@ -507,7 +507,7 @@ def test_claim_is_provisioned_bound_and_outlives_its_pods(
     assert bound
     volume_name = _get(api, namespace, "persistentvolumeclaims", "data")["spec"]["volumeName"]  # type: ignore[index]
     volume = {"name": "data", "persistentVolumeClaim": {"claimName": "data"}}
-    data = tmp_path / "data"  # the mount point (made on the machine when missing)
+    data = f"/kubelet-test-data-{uuid.uuid4().hex[:6]}"  # missing under /: made in the pod's namespace
     mounts = [{"name": "data", "mountPath": str(data)}]
     write = _python(f"open('{data}/kept.txt', 'w').write('from the first pod')", volumeMounts=mounts)
     _create_pod(api, namespace, "writer", _pod_spec(node_name, write, volumes=[volume]))
@@ -525,6 +525,7 @@ def test_claim_is_provisioned_bound_and_outlives_its_pods(
     pv = api.request("GET", path_of("api", "v1", "persistentvolumes", volume_name))
     directory = pathlib.Path(pv["spec"]["hostPath"]["path"])
     assert (directory / "kept.txt").read_text() == "from the first pod"
+    assert not pathlib.Path(data).exists()
     api.request("DELETE", path_of("api", "v1", "namespaces", namespace, "pods", "reader"))
     _wait("reader gone", lambda: _get(api, namespace, "pods", "reader") is None)
     api.request("DELETE", path_of("api", "v1", "namespaces", namespace, "persistentvolumeclaims", "data"))
