@@ -541,7 +541,7 @@ class _PodWorker:
                 env=env,
                 mounts=mounts,
                 hostname=hostname,
-                cwd=container.get("workingDir") or str(self.directory / "work" / name),
+                cwd=container.get("workingDir") or str(_made(self.directory / "work" / name)),
                 message_path=container.get("terminationMessagePath") or DEFAULT_MESSAGE_PATH,
                 directory=self.directory / "containers" / name,
                 log_path=log,
@@ -802,6 +802,12 @@ class _PodWorker:
             self.kubelet.api.request(
                 "DELETE", path_of("api", "v1", "namespaces", self.namespace, "pods", self.name), body
             )
+
+
+def _made(directory: pathlib.Path) -> pathlib.Path:
+    """``directory``, created (the kubelet's own directories exist before a container starts)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def _waiting_reason(exc: Exception) -> str:
