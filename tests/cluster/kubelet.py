@@ -10,6 +10,7 @@ tests/cluster/README.md ("The process kubelet") for what it does like a real kub
 from __future__ import annotations
 
 import contextlib
+import os
 import pathlib
 import shutil
 import threading
@@ -89,6 +90,8 @@ class ProcessKubelet:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> ProcessKubelet:
         """Register the Nodes, then watch pods, heartbeat and provision until :meth:`stop`."""
+        if "process" in self.images.values() and (os.geteuid() != 0 or shutil.which("unshare") is None):
+            raise RuntimeError("process containers need root and util-linux unshare(1) (mount namespaces)")
         (self.workdir / "pods").mkdir(parents=True, exist_ok=True)
         self._agent.register()
         self._provisioner.start()
