@@ -21,6 +21,11 @@ MAX_NAMESPACE_LENGTH = 63
 NAMESPACE_PATTERN = NAME_PATTERN
 SERVICE_NAME_START = r"^[a-z]"  # a DNS-1035 label starts with a letter
 
+# Names of the objects a run refers to (Secrets, PVCs, StorageClasses, ServiceAccounts,
+# PriorityClasses): DNS-1123 subdomains, or the API server refuses the Job or PVC the operator makes.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+MAX_OBJECT_NAME_LENGTH = 253
+
 # A label value (pod labels, node selectors): empty, or alphanumerics with '-', '_', '.' inside.
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MAX_LABEL_VALUE_LENGTH = 63

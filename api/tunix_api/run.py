@@ -26,6 +26,7 @@ from tunix_api.training import (
     DeviceSpec,
     MetricsSpec,
     ModelSpec,
+    ObjectName,
     StorageSpec,
     TokenizerKind,
     TrainingSpec,
@@ -128,7 +129,7 @@ class EnvVar(ApiModel):
 class LocalObjectReference(ApiModel):
     """An object of the run's namespace, by name."""
 
-    name: str = Field(..., min_length=1, description="Name of the object (a Secret of registry credentials).")
+    name: ObjectName = Field(..., description="Name of the object (a Secret of registry credentials).")
 
 
 class RetryPolicy(ApiModel):
@@ -203,12 +204,12 @@ class TunixRunSpec(ApiModel):
         None, description="Taints the pods tolerate, as in a Pod's spec.tolerations."
     )
     affinity: dict[str, Any] | None = Field(None, description="As in a Pod's spec.affinity.")
-    priority_class_name: str | None = Field(
+    priority_class_name: ObjectName | None = Field(
         None,
         description="PriorityClass of the pods: higher priority may preempt lower (a preempted run "
         "resumes from its latest checkpoint).",
     )
-    service_account_name: str | None = Field(
+    service_account_name: ObjectName | None = Field(
         None,
         description="ServiceAccount the trainer pods run as (e.g. workload identity for object "
         "storage); default: the namespace's default.",

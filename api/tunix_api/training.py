@@ -13,10 +13,17 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from tunix_api.base import ApiModel
+from tunix_api.names import MAX_OBJECT_NAME_LENGTH, OBJECT_NAME_PATTERN
 
 # Cross-field rules as CEL, attached to the CRD by the generator. Each entry:
 # (rule, message). The pydantic validators below enforce the same rules.
 CEL_RULES: dict[str, list[tuple[str, str]]] = {}
+
+
+# The name of a Secret, PVC, StorageClass... the run refers to (a DNS-1123 subdomain).
+ObjectName = Annotated[
+    str, Field(min_length=1, max_length=MAX_OBJECT_NAME_LENGTH, pattern=OBJECT_NAME_PATTERN)
+]
 
 
 def cel(model: str, rule: str, message: str) -> None:
@@ -345,9 +352,8 @@ class ReclaimPolicy(enum.StrEnum):
 class CheckpointVolumeSpec(ApiModel):
     """Where checkpoints live in the cluster: an existing claim, or a PVC the operator creates."""
 
-    claim_name: str | None = Field(
+    claim_name: ObjectName | None = Field(
         None,
-        min_length=1,
         description="Mount this existing PersistentVolumeClaim of the run's namespace (the operator "
         "never deletes it). Exactly one of claimName and size.",
     )
@@ -357,8 +363,8 @@ class CheckpointVolumeSpec(ApiModel):
         description="Create a PersistentVolumeClaim <name>-checkpoints of this size (a quantity, "
         "e.g. 50Gi) for the run. Exactly one of claimName and size.",
     )
-    storage_class_name: str | None = Field(
-        None, min_length=1, description="StorageClass of the created PVC; default: the cluster's default."
+    storage_class_name: ObjectName | None = Field(
+        None, description="StorageClass of the created PVC; default: the cluster's default."
     )
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = Field(
         "ReadWriteOnce",
@@ -439,9 +445,8 @@ class StorageSpec(ApiModel):
         "URIs; default: AWS.",
     )
     region: str | None = Field(None, min_length=1, description="Region of the S3 bucket, for s3:// URIs.")
-    credentials_secret: str | None = Field(
+    credentials_secret: ObjectName | None = Field(
         None,
-        min_length=1,
         description="Secret whose keys (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become the "
         "trainer's environment and the operator's credentials; default: the operator's secret.",
     )

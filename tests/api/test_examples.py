@@ -142,6 +142,10 @@ SCHEMA_REJECTIONS = [
     ("pod-label-value-space", _set("spec.podLabels", {"team": "my team"}), "does not match"),
     ("pod-label-value-too-long", _set("spec.podLabels", {"team": "t" * 64}), "is too long"),
     ("node-selector-value", _set("spec.nodeSelector", {"pool": "-gpu"}), "does not match"),
+    # names of the objects a run refers to (DNS-1123 subdomains)
+    ("secret-name-uppercase", _set("spec.storage.credentialsSecret", "S3-Creds"), "does not match"),
+    ("service-account-underscore", _set("spec.serviceAccountName", "my_sa"), "does not match"),
+    ("claim-name-too-long", _set("spec.checkpoint.volume", {"claimName": "c" * 254}), "is too long"),
 ]
 
 # What kube-apiserver v1.37.2 (kubectl apply --dry-run=server, strict field validation) answers to
@@ -182,6 +186,9 @@ API_SERVER_SAYS = {
     "pod-label-value-space": "spec.podLabels.team in body should match",
     "pod-label-value-too-long": "spec.podLabels.team: Too long: may not be more than 63 bytes",
     "node-selector-value": "spec.nodeSelector.pool in body should match",
+    "secret-name-uppercase": "spec.storage.credentialsSecret in body should match",
+    "service-account-underscore": "spec.serviceAccountName in body should match",
+    "claim-name-too-long": "spec.checkpoint.volume.claimName: Too long: may not be more than 253 bytes",
 }
 
 # One violation per CEL rule, keyed by the rule's message (a test checks every rule is covered).
