@@ -166,6 +166,15 @@ def test_tokenizer_special_tokens_bos_rule_and_chat_template():
     assert chat_prompt[0] == 0 and chat_completion[-2] == 1  # the template wrote <s> and </s>
 
 
+def test_a_chat_template_file_is_read_when_tokenizer_config_has_none(tmp_path):
+    model = copy_fixture(tmp_path)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "chat_template.jinja").write_text(config.pop("chat_template"))
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    tokenizer = load_hf_tokenizer(ModelFiles(str(model)))
+    assert tokenizer.chat_pair("hi", "yo") == ("<s><|user|>\nhi</s>\n<|assistant|>\n", "yo</s>\n")
+
+
 # --- export ------------------------------------------------------------------------------------
 def test_export_of_the_loaded_model_equals_the_original_and_reloads_to_the_same_logits(tmp_path, mesh):
     from flax import nnx

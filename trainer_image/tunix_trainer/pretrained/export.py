@@ -26,6 +26,7 @@ from tunix_trainer.pretrained.weights import hf_tensors
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
+    "chat_template.jinja",
     "generation_config.json",
     "special_tokens_map.json",
 )

@@ -15,6 +15,7 @@ from typing import Any
 
 from tunix_trainer.data import DataError
 
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 Example = tuple[list[int], list[int]]  # (prompt ids: not trained, completion ids: trained)
 
 
@@ -169,9 +170,12 @@ class HFTokenizer:
 
 def load_hf_tokenizer(files: Any, fallback_ids: dict[str, Any] | None = None) -> HFTokenizer:
     """The tokenizer of a model directory (``files``: a ``tunix_trainer.pretrained.source.ModelFiles``):
-    ``tokenizer.json`` required, ``tokenizer_config.json`` and ``generation_config.json`` optional."""
+    ``tokenizer.json`` required; ``tokenizer_config.json``, ``chat_template.jinja`` and
+    ``generation_config.json`` optional."""
     text = files.read_text("tokenizer.json")
     config = files.read_json("tokenizer_config.json", required=False) or {}
+    if "chat_template" not in config and files.exists(CHAT_TEMPLATE_FILE):  # transformers >= 4.43
+        config["chat_template"] = files.read_text(CHAT_TEMPLATE_FILE)
     generation = files.read_json("generation_config.json", required=False) or {}
     ids = {**(fallback_ids or {}), **{k: v for k, v in generation.items() if k.endswith("_token_id")}}
     tokenizer = HFTokenizer(
