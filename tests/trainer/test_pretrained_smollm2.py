@@ -195,7 +195,7 @@ def test_a_short_sft_lowers_the_loss_on_its_training_data(smollm2, smollm2_dir, 
     text = text.replace("uri: .cache/smollm2", f"uri: {smollm2_dir}").replace(
         "uri: data/chat/chat.jsonl", f"uri: {data}"
     )
-    text = text.replace("batchSize: 8", "batchSize: 4").replace("seqLen: 128", "seqLen: 64")
+    text = text.replace("seqLen: 128", "seqLen: 64")
     run = with_steps(load_run(text, base_dir=str(REPO)), 4)
     summary = train(run, artifacts_uri=str(tmp_path / "out"), checkpoint_uri=str(tmp_path / "ckpt"))
     assert summary["model_uri"] == str(tmp_path / "out" / "model")
