@@ -142,6 +142,12 @@ def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> 
     settings.peering.mandatory = not ours.standalone
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Watching named namespaces, the operator holds Roles there only (the chart's namespaced mode): it
+    # may not list Namespaces or CRDs cluster-wide, and need not. Without this kopf retries the
+    # forbidden listing nine times before falling back, stalling the start (seen on a real API server).
+    settings.scanning.disabled = bool(ours.watch_namespaces) and not any(
+        set(pattern) & set("*?[]!,") for pattern in ours.watch_namespaces
+    )
 
 
 def build_registry(

@@ -23,6 +23,17 @@ LABEL_ATTEMPT = "tunix.dev/attempt"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 CONTAINER_NAME = "trainer"
 COORDINATOR_PORT = 8476
+# The Job fails on the first failed pod anyway (backoffLimit 0; the operator owns retries). These
+# FailJob rules make the Job controller write *why* into the Job's Failed condition (the disruption,
+# or the trainer's exit code), which outlives the pods: an evicted pod can be finalized and deleted
+# before the operator looks at it (observe.job_failure reads it back).
+POD_FAILURE_POLICY = {
+    "rules": [
+        {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER_NAME, "operator": "NotIn",
+                                              "values": [0]}},
+    ]
+}  # fmt: skip
 # <run>-<attempt>-<index> is a pod hostname (<= 63 chars): leave room for both numbers.
 MAX_RUN_NAME_LENGTH = 45
 
@@ -304,6 +315,7 @@ def build_job(run: TunixRun, ref: RunRef, settings: OperatorSettings, attempt: i
             "completions": hosts,
             "parallelism": hosts,
             "backoffLimit": 0,
+            "podFailurePolicy": POD_FAILURE_POLICY,
             "template": {"metadata": pod_meta, "spec": pod_spec},
         },
     }

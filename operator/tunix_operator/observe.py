@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from tunix_api.exit_codes import ExitClass, classify_exit_code, exit_reason
@@ -28,6 +30,8 @@ DISRUPTION_REASONS = frozenset(
     }
 )
 _SEVERITY = {ExitClass.RETRYABLE: 0, ExitClass.PREEMPTED: 1, ExitClass.FATAL: 2}
+DEFAULT_GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds when unset
+STOP_MARGIN_SECONDS = 10  # beyond the grace period: the kubelet's SIGKILL and status update
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class PodView:
     exit_code: int | None = None
     terminated_reason: str | None = None
     termination_message: str | None = None
+    # When the pod was told to stop: its deletionTimestamp (already grace-period ahead), or the time of
+    # its DisruptionTarget condition (kubelet evictions: SIGTERM without deleting the pod).
+    deletion_time: str | None = None
+    disruption_time: str | None = None
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
 
     @property
     def terminal(self) -> bool:
@@ -96,7 +105,28 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         exit_code=_int(terminated.get("exitCode")) if terminated else None,
         terminated_reason=terminated.get("reason"),
         termination_message=terminated.get("message"),
+        deletion_time=meta.get("deletionTimestamp"),
+        disruption_time=disruption.get("lastTransitionTime") if disruption else None,
+        grace_seconds=_grace_seconds(meta, pod.get("spec") or {}),
     )
+
+
+def _grace_seconds(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
+    for value in (meta.get("deletionGracePeriodSeconds"), spec.get("terminationGracePeriodSeconds")):
+        if (seconds := _int(value)) is not None:
+            return seconds
+    return DEFAULT_GRACE_SECONDS
+
+
+def stop_due(pod: PodView, parse_time: Any) -> datetime | None:
+    """When a pod that was told to stop must have stopped (grace period plus a margin); None if it was
+    not told to stop. ``parse_time`` parses the API's RFC 3339 times."""
+    margin = timedelta(seconds=STOP_MARGIN_SECONDS)
+    if (deleted := parse_time(pod.deletion_time)) is not None:
+        return deleted + margin  # the deletionTimestamp already lies one grace period ahead
+    if (disrupted := parse_time(pod.disruption_time)) is not None:
+        return disrupted + timedelta(seconds=pod.grace_seconds) + margin
+    return None
 
 
 def job_condition(job: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
@@ -148,6 +178,23 @@ def _failure(pod: PodView) -> tuple[ExitClass, str, str | None] | None:
     return None
 
 
+_EXIT_CODE = re.compile(r"failed with exit code (\d+)")
+
+
+def job_failure(failed: Mapping[str, Any]) -> tuple[ExitClass, str, int | None]:
+    """(class, reason, exit code) of a Job's Failed condition, for when its pods are already gone: the
+    pod failure policy's FailJob rules (manifests.POD_FAILURE_POLICY) name the disruption condition or
+    the container's exit code in the message; anything else (a deadline, a deleted pod) is retryable."""
+    message = failed.get("message") or ""
+    if failed.get("reason") == "PodFailurePolicy":
+        if "DisruptionTarget" in message:
+            return ExitClass.PREEMPTED, "DisruptionTarget", None
+        if match := _EXIT_CODE.search(message):
+            code = int(match.group(1))
+            return classify_exit_code(code), exit_reason(code), code
+    return ExitClass.RETRYABLE, failed.get("reason") or "JobFailed", None
+
+
 def _pending_issue(pods: Iterable[PodView]) -> tuple[str, str] | None:
     for pod in pods:
         if pod.waiting_reason in IMAGE_PULL_REASONS or pod.waiting_reason in CONFIG_ERROR_REASONS:
@@ -182,11 +229,9 @@ def assess(job: Mapping[str, Any], pods: Sequence[PodView], attempt: int, hosts:
         )
     failed = job_condition(job, "Failed")
     if failed:
+        cls, reason, code = job_failure(failed)
         return AttemptState(
-            Outcome.FAILED,
-            reason=failed.get("reason") or "JobFailed",
-            message=failed.get("message"),
-            exit_class=ExitClass.RETRYABLE,
+            Outcome.FAILED, reason=reason, message=failed.get("message"), exit_class=cls, exit_code=code
         )
     live = [p for p in mine if not p.deleting]
     running = sum(1 for p in live if p.phase == "Running")

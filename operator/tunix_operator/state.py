@@ -30,7 +30,7 @@ from tunix_api.run import (
 )
 from tunix_operator import conditions as cond
 from tunix_operator.manifests import artifacts_uri, job_name, pvc_name
-from tunix_operator.observe import AttemptState, Outcome, assess, job_active, pod_view
+from tunix_operator.observe import AttemptState, Outcome, assess, job_active, pod_view, stop_due
 from tunix_operator.settings import OperatorSettings
 from tunix_operator.trainer_output import (
     describe_message,
@@ -297,10 +297,7 @@ class _Reconcile:
     # ---- creating attempts -----------------------------------------------------------------
 
     def _create(self, attempt: int, phase: Phase, reason: str) -> None:
-        lingering = [p for p in self.pods if p.attempt != attempt and p.deleting and not p.terminal]
-        if lingering:
-            self.new.message = f"waiting for {len(lingering)} pod(s) of an earlier attempt to terminate"
-            self._requeue(self.settings.restart_settle_seconds)
+        if self._earlier_pods_still_stopping(attempt):
             return
         if attempt > 0:
             self.actions.append(DeleteJob(job_name(self.name, attempt - 1), "Superseded"))
@@ -312,6 +309,30 @@ class _Reconcile:
         self._condition(cond.RUNNING, False, "PodsPending", "waiting for the pods to run")
         self._clear(cond.RESTARTING, "AttemptCreated")
         self._event("Normal", reason, f"created Job {job_name(self.name, attempt)} (attempt {attempt})")
+
+    def _earlier_pods_still_stopping(self, attempt: int) -> bool:
+        """Whether to wait for pods of an earlier attempt: a trainer told to stop (deleted, or evicted by
+        its kubelet without being deleted) may still be writing its final checkpoint and metrics to the
+        same places the next attempt uses. Pods not told yet (a healthy member of a gang) are told by
+        deleting their Job. The wait ends when all are terminal or gone, or at their grace period plus
+        a margin."""
+        lingering = [p for p in self.pods if p.attempt != attempt and not p.terminal]
+        if not lingering:
+            return False
+        due = [stop_due(p, cond.parse_time) for p in lingering]
+        job = self.observed.job
+        if None in due and job is not None and not (job.get("metadata") or {}).get("deletionTimestamp"):
+            self.actions.append(DeleteJob(job["metadata"]["name"], "Superseded"))
+        if all(d is not None and self.now >= d for d in due):
+            names = ", ".join(p.name for p in lingering)
+            self._event("Warning", "StopTimedOut", f"{names} still not stopped after the grace period")
+            return False
+        self.new.message = (
+            f"waiting for {len(lingering)} pod(s) of an earlier attempt to stop "
+            "(a final checkpoint may be saving)"
+        )
+        self._requeue(self.settings.restart_settle_seconds)
+        return True
 
     def _checkpoint_status(self, current: CheckpointStatus | None) -> CheckpointStatus | None:
         if self.benchmark:

@@ -69,6 +69,9 @@ def pod(
     unschedulable: str | None = None,
     deleting: bool = False,
     run: str = "r1",
+    disrupted_at: datetime | None = None,
+    grace_seconds: int | None = None,
+    deleted_at: datetime | None = None,
 ) -> dict[str, Any]:
     state: dict[str, Any] = {"running": {}} if phase == "Running" else {}
     if exit_code is not None:
@@ -79,7 +82,10 @@ def pod(
         state = {"waiting": {"reason": waiting, "message": f"{waiting} details"}}
     conditions = []
     if disruption:
-        conditions.append({"type": "DisruptionTarget", "status": "True", "reason": disruption})
+        condition = {"type": "DisruptionTarget", "status": "True", "reason": disruption}
+        if disrupted_at is not None:
+            condition["lastTransitionTime"] = format_time(disrupted_at)
+        conditions.append(condition)
     if unschedulable:
         conditions.append(
             {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
@@ -90,8 +96,9 @@ def pod(
         "labels": {LABEL_RUN: run, LABEL_ATTEMPT: str(attempt)},
         "annotations": {COMPLETION_INDEX_ANNOTATION: str(index)},
     }
-    if deleting:
-        meta["deletionTimestamp"] = format_time(T0)
+    if deleting or deleted_at is not None:
+        # The API server sets deletionTimestamp one grace period after the delete request.
+        meta["deletionTimestamp"] = format_time(deleted_at or T0)
     status: dict[str, Any] = {
         "phase": phase,
         "conditions": conditions,
@@ -99,4 +106,5 @@ def pod(
     }
     if reason:
         status["reason"] = reason
-    return {"metadata": meta, "status": status}
+    spec = {} if grace_seconds is None else {"terminationGracePeriodSeconds": grace_seconds}
+    return {"metadata": meta, "spec": spec, "status": status}

@@ -239,7 +239,6 @@ def test_retry_budget_spent_fails_the_run() -> None:
         {"phase": "Failed", "exit_code": 137, "disruption": "PreemptionByScheduler"},
         {"phase": "Failed", "exit_code": 75},
         {"phase": "Failed", "exit_code": 143},
-        {"phase": "Running", "disruption": "DeletionByTaintManager"},
     ],
 )
 def test_preemption_recreates_at_once_without_spending_restarts(pod_kwargs: dict[str, Any]) -> None:
@@ -251,6 +250,58 @@ def test_preemption_recreates_at_once_without_spending_restarts(pod_kwargs: dict
     assert reasons(decision) == ["Preempted", "Restarted"]
 
 
+def test_an_evicted_pod_still_stopping_holds_the_next_attempt_until_it_is_terminal() -> None:
+    """A kubelet eviction (DisruptionTarget + SIGTERM, the pod not deleted): the trainer may still be
+    writing its final checkpoint, so the next attempt waits; the old Job is deleted at once."""
+    body = started()
+    evicted = {"disruption": "TerminationByKubelet", "disrupted_at": at(39), "grace_seconds": 30}
+    decision = step(body, Observed(job=job(), pods=[pod(phase="Running", **evicted)]), at(40))
+    status = body["status"]
+    assert (status["attempt"], status["restarts"], status["preemptions"]) == (1, 0, 1)
+    assert status["phase"] == "Restarting"
+    assert decision.actions == []  # the kubelet told it to stop; nothing is created while it saves
+    assert "waiting for 1 pod(s) of an earlier attempt to stop" in status["message"]
+    assert decision.requeue_after is not None
+    decision = step(body, Observed(pods=[pod(phase="Running", **evicted)]), at(45))
+    assert not any(isinstance(a, CreateAttempt) for a in decision.actions)
+    decision = step(body, Observed(pods=[pod(phase="Failed", exit_code=75, **evicted)]), at(50))
+    assert CreateAttempt(1) in decision.actions and reasons(decision) == ["Restarted"]
+    assert body["status"]["preemptions"] == 1
+
+
+def test_the_wait_for_a_stopping_pod_ends_at_its_grace_period_plus_a_margin() -> None:
+    body = started()
+    evicted = {"disruption": "TerminationByKubelet", "disrupted_at": at(40), "grace_seconds": 30}
+    step(body, Observed(job=job(), pods=[pod(phase="Running", **evicted)]), at(40))
+    held = step(body, Observed(pods=[pod(phase="Running", **evicted)]), at(40 + 30 + 9))
+    assert not any(isinstance(a, CreateAttempt) for a in held.actions)
+    decision = step(body, Observed(pods=[pod(phase="Running", **evicted)]), at(40 + 30 + 10))
+    assert CreateAttempt(1) in decision.actions
+    assert reasons(decision) == ["StopTimedOut", "Restarted"]
+
+
+def test_a_healthy_gang_member_is_told_to_stop_by_deleting_its_job_and_waited_for() -> None:
+    body = started(accelerator={"type": "nvidia.com/gpu", "hosts": 2})
+    evicted = pod(index=1, phase="Failed", exit_code=75, disruption="PreemptionByScheduler")
+    decision = step(body, Observed(job=job(), pods=[pod(index=0, phase="Running"), evicted]), at(40))
+    assert decision.actions == [DeleteJob("r1-0", "Superseded")]
+    stopping = pod(index=0, phase="Running", deleted_at=at(41 + 30))
+    held = step(body, Observed(job=job(deleting=True), pods=[stopping, evicted]), at(42))
+    assert held.actions == []
+    done = step(body, Observed(pods=[pod(index=0, phase="Failed", exit_code=75), evicted]), at(50))
+    assert done.actions == [DeleteJob("r1-0", "Superseded"), CreateAttempt(1)]
+
+
+def test_a_deleted_pod_is_waited_for_until_its_deletion_timestamp_plus_a_margin() -> None:
+    body = started()
+    step(body, Observed(job=job(), pods=[pod(phase="Failed", exit_code=75)]), at(5))  # index 0 stopped
+    stopping = pod(phase="Running", index=1, deleting=True)  # deletionTimestamp T0
+    held = step(body, Observed(pods=[stopping]), at(9))
+    assert not any(isinstance(a, CreateAttempt) for a in held.actions)
+    decision = step(body, Observed(pods=[stopping]), at(10))
+    assert CreateAttempt(1) in decision.actions
+
+
 def test_preemption_budget_spent_fails_the_run() -> None:
     body = started()
     body["status"]["preemptions"] = 2
@@ -260,7 +311,8 @@ def test_preemption_budget_spent_fails_the_run() -> None:
 
 def test_restart_waits_for_pods_of_the_old_attempt_to_terminate() -> None:
     body = started(accelerator={"type": "nvidia.com/gpu", "hosts": 2})
-    pods = [pod(index=0, phase="Failed", reason="Evicted"), pod(index=1, phase="Running", deleting=True)]
+    stopping = pod(index=1, phase="Running", deleted_at=at(40 + 30))  # deleted at 40 s, 30 s grace
+    pods = [pod(index=0, phase="Failed", reason="Evicted"), stopping]
     decision = step(body, Observed(job=job(), pods=pods), at(40))
     assert decision.actions == []
     assert decision.requeue_after == SETTINGS.restart_settle_seconds
@@ -315,7 +367,7 @@ def test_suspend_deletes_the_job_and_resume_creates_the_next_attempt() -> None:
     assert step(body, Observed(), at(20)).actions == []
     body["spec"]["suspend"] = False
     # Pods of attempt 0 still saving their checkpoint: wait.
-    waiting = step(body, Observed(pods=[pod(deleting=True)]), at(30))
+    waiting = step(body, Observed(pods=[pod(deleted_at=at(10 + 30))]), at(30))
     assert waiting.actions == [] and body["status"]["phase"] == "Suspended"
     resumed = step(body, Observed(), at(40))
     assert resumed.actions == [DeleteJob("r1-0", "Superseded"), CreateAttempt(1)]

@@ -98,15 +98,12 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
 
 {{/* kopf's cluster-scoped needs: discovering CRDs, and namespaces when it watches only some (read only). */}}
 {{- define "tunix-operator.clusterRules" -}}
+# kopf's discovery of CRDs (a cluster-wide operator only: watching named namespaces, the operator
+# turns kopf's scanning off and needs nothing cluster-scoped).
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-{{- if .Values.watchNamespaces }}
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["list", "watch"]
-{{- end }}
-{{- if and (include "tunix-operator.peering" .) (not .Values.watchNamespaces) }}
+{{- if include "tunix-operator.peering" . }}
 # kopf peering (replicas > 1) of a cluster-wide operator.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
