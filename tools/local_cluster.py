@@ -45,15 +45,14 @@ def _alive(pid: int) -> bool:
 def serve(args: argparse.Namespace) -> int:
     """The background process: control plane + kubelet until SIGTERM."""
     from tests.cluster.controlplane import ControlPlane
-    from tests.cluster.fixtures import CRDS_DIR, kubectl
+    from tests.cluster.fixtures import CRDS_DIR
     from tests.cluster.kubelet import Node, ProcessKubelet, ensure_storage_class
 
     directory = pathlib.Path(args.dir)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with ControlPlane(directory) as plane:
-        kubectl(plane.admin_kubeconfig, "apply", "--server-side", "-f", str(CRDS_DIR))
+    with ControlPlane(directory, crds=sorted(CRDS_DIR.glob("*.yaml"))) as plane:
         ensure_storage_class(plane.api_client())
         extended = {"nvidia.com/gpu": str(args.gpus)} if args.gpus else {}
         nodes = [Node(f"local-{i}", extended=extended) for i in range(args.nodes)]

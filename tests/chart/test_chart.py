@@ -143,7 +143,12 @@ def test_multi_replica_runs_with_peering() -> None:
     assert _deployment(objects)["spec"]["replicas"] == 3
     assert _container(objects)["args"] == ["--peering"]
     assert _env(objects)["TUNIX_PEERING_NAME"] == "tunix-operator"
-    assert "strategy" not in _deployment(objects)["spec"]
+    # Rolling, with the parameters set by the chart (owned by Helm, so an upgrade to one replica can
+    # switch to Recreate: tests/chart/test_helm_install.py does it on a real API server).
+    assert _deployment(objects)["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     (peering,) = of_kind(objects, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "tunix-operator"
     assert allows(rbac_rules(objects), "kopf.dev", "clusterkopfpeerings", "patch")
@@ -322,15 +327,8 @@ def test_namespaced_mode_grants_runs_only_in_watched_namespaces() -> None:
         for group, resource, verbs in OPERATOR_NEEDS:
             for verb in verbs:
                 assert allows(rules, group, resource, verb), (ns, group, resource, verb)
-    # The only ClusterRole is kopf's read-only discovery: nothing about runs, jobs or secrets.
-    (cluster_role,) = of_kind(objects, "ClusterRole")
-    groups = {g for rule in cluster_role["rules"] for g in rule["apiGroups"]}
-    assert groups == {"apiextensions.k8s.io", ""}
-    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
-        "customresourcedefinitions",
-        "namespaces",
-    }
-    assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
+    # Nothing cluster-scoped: the operator turns kopf's namespace and CRD scanning off in this mode.
+    assert of_kind(objects, "ClusterRole") == [] and of_kind(objects, "ClusterRoleBinding") == []
     assert not allows(rbac_rules(objects, "c"), "tunix.dev", "tunixruns", "list")
 
 

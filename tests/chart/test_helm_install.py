@@ -75,9 +75,11 @@ def _values(helm: Helm, release: str, namespace: str) -> dict[str, Any]:
 
 def _pod_env(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, str]:
     """The env of the operator pod that the Deployment's current ReplicaSet made (one pod)."""
-    pods = kubernetes.client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/name=tunix-operator"
-    ).items
+    pods = (
+        kubernetes.client.CoreV1Api(api)
+        .list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=tunix-operator")
+        .items
+    )
     live = [p for p in pods if not p.metadata.deletion_timestamp]
     if len(live) != 1:
         return {}
@@ -89,8 +91,10 @@ def test_install_upgrade_uninstall_namespaced(
     kubeconfig: pathlib.Path,
 ) -> None:  # fmt: skip
     ns_list = "{" + ",".join(watched) + "}"
-    installed = helm("install", release, str(CHART_DIR), "-n", namespace, "--set", f"watchNamespaces={ns_list}",
-                     "--set", "replicas=2", "--set", "trainer.image=trainer:one", "-o", "json")  # fmt: skip
+    installed = helm(
+        "install", release, str(CHART_DIR), "-n", namespace, "--set", f"watchNamespaces={ns_list}",
+        "--set", "replicas=2", "--set", "trainer.image=trainer:one", "-o", "json",
+    )  # fmt: skip
     info = json.loads(installed.stdout)
     assert info["info"]["status"] == "deployed"
     assert "kubectl get trun -w" in info["info"]["notes"]

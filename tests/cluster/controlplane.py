@@ -159,8 +159,17 @@ class ControlPlane:
     ``system:masters`` client-certificate kubeconfig.
     """
 
-    def __init__(self, workdir: pathlib.Path, *, controllers: Sequence[str] = CONTROLLERS) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        *,
+        controllers: Sequence[str] = CONTROLLERS,
+        crds: Sequence[pathlib.Path] = (),
+    ) -> None:
         self.workdir = pathlib.Path(workdir)
+        # Installed before the controller-manager starts: its garbage collector rediscovers resource
+        # types only every 30 s, and would not yet collect the children of a brand-new CRD's objects.
+        self.crds = tuple(crds)
         self.logs_dir = self.workdir / "logs"
         self.pki_dir = self.workdir / "pki"
         self.controllers = tuple(controllers)
@@ -185,6 +194,7 @@ class ControlPlane:
             etcd_url = self._start_etcd()
             self._start(self._apiserver_args(etcd_url), "kube-apiserver")
             self.wait_ready(timeout)
+            self._install_crds()
             self._start(self._controller_manager_args(), "kube-controller-manager")
             self._start(self._scheduler_args(), "kube-scheduler")
             self._wait_controllers(timeout)
@@ -292,6 +302,9 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", f"--enable-admission-plugins={','.join(ADMISSION)}",
             "--allow-privileged=true", "--profiling=false", "--event-ttl=1h", "--v=1",
+            # Loopback cannot be advertised in the `kubernetes` Service's endpoints, and nothing here
+            # reaches the API through that Service (no kube-proxy): no endpoint reconciler.
+            "--endpoint-reconciler-type=none",
             f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
             "--audit-log-mode=blocking", "--audit-log-maxsize=0",
         ]  # fmt: skip
@@ -324,6 +337,17 @@ class ControlPlane:
             "--profiling=false", "--v=1",
         ]  # fmt: skip
 
+    def _install_crds(self) -> None:
+        if not self.crds:
+            return
+        kubectl = [str(binary("kubectl")), f"--kubeconfig={self.admin_kubeconfig}"]
+        files = [arg for path in self.crds for arg in ("-f", str(path))]
+        subprocess.run(
+            [*kubectl, "apply", "--server-side", *files], check=True, capture_output=True, timeout=60
+        )
+        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"],
+                       check=True, capture_output=True, timeout=70)  # fmt: skip
+
     def _wait_controllers(self, timeout: float) -> None:
         """Until the controller-manager has made the default namespace's ServiceAccount."""
         core = kubernetes.client.CoreV1Api(self.api_client())
@@ -340,17 +364,18 @@ class ControlPlane:
         raise TimeoutError(f"kube-controller-manager made no default ServiceAccount in {timeout:.0f} s")
 
     def audit_events(self, *, user: str | None = None, since: int = 0) -> list[dict[str, Any]]:
-        """The audited requests (``ResponseComplete`` stage) after byte ``since`` of the log, by ``user``."""
-        events = []
+        """The audited requests after byte ``since`` of the log, by ``user``: one event per request, its
+        first of ``ResponseStarted`` (long-running ones: watches) and ``ResponseComplete``."""
+        events: dict[str, dict[str, Any]] = {}
         with self.audit_log.open("rb") as log:
             log.seek(since)
             for line in log:
                 event = json.loads(line)
-                if event.get("stage") != "ResponseComplete":
+                if event.get("stage") not in ("ResponseStarted", "ResponseComplete"):
                     continue
                 if user is None or event["user"]["username"] == user:
-                    events.append(event)
-        return events
+                    events.setdefault(event["auditID"], event)
+        return list(events.values())
 
     def audit_offset(self) -> int:
         """The audit log's current size: pass it as ``since`` to see only later requests."""

@@ -8,6 +8,7 @@ real cluster instead, and tests needing the local control plane itself are skipp
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -68,11 +69,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     if _real_cluster():
         pytest.skip(f"needs the local control plane: {REAL_CLUSTER_ENV} points at a real cluster")
     workdir = tmp_path_factory.mktemp("control-plane")
-    plane = ControlPlane(workdir).start()
+    plane = ControlPlane(workdir, crds=sorted(CRDS_DIR.glob("*.yaml"))).start()
     try:
-        kubectl(plane.admin_kubeconfig, "apply", "--server-side", "-f", str(CRDS_DIR))
-        kubectl(plane.admin_kubeconfig, "wait", "--for=condition=Established", "crd", "--all",
-                "--timeout=60s")  # fmt: skip
+        assert kubectl(plane.admin_kubeconfig, "get", "--raw", "/readyz").stdout.strip() == "ok"
         from tests.cluster.kubelet import ensure_storage_class
 
         ensure_storage_class(plane.api_client())
@@ -125,6 +124,15 @@ def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
                 raise
             time.sleep(0.1)
     yield name
+    # Runs keep the operator's finalizer once their operator has stopped: clear it, or the namespace
+    # would stay Terminating (and a later cluster-wide operator would act on its leftovers).
+    custom = kubernetes.client.CustomObjectsApi(client)
+    for run in custom.list_namespaced_custom_object("tunix.dev", "v1alpha1", name, "tunixruns")["items"]:
+        with contextlib.suppress(kubernetes.client.ApiException):
+            unfinalized = {"metadata": {"finalizers": None}}
+            custom.patch_namespaced_custom_object(
+                "tunix.dev", "v1alpha1", name, "tunixruns", run["metadata"]["name"], unfinalized
+            )
     try:
         core.delete_namespace(name, propagation_policy="Background")
     except kubernetes.client.ApiException as exc:

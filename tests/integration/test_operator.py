@@ -3,15 +3,21 @@ garbage collector and scheduler, and the process kubelet (simulated trainer cont
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import pathlib
+from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
+import pytest
 
 from tests.cluster.fixtures import TRAINER_IMAGE
 from tests.cluster.kubelet import Node, ProcessKubelet
 from tests.integration.harness import Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
 
+CRD_NAME = "tunixruns.tunix.dev"
 SUMMARY = {
     "finalLoss": 1.5,
     "bestLoss": 1.4,
@@ -180,11 +186,41 @@ def test_delete_removes_children(operator: OperatorThread, kubelet: ProcessKubel
     assert k8s.core.read_namespaced_persistent_volume_claim("gone-checkpoints", k8s.ns)
 
 
+@contextlib.contextmanager
+def crd_without_training_rules(admin_api: kubernetes.client.ApiClient) -> Iterator[None]:
+    """The TunixRun CRD as an older, looser version would have had it: no CEL rules on spec.training."""
+    crds = kubernetes.client.ApiextensionsV1Api(admin_api)
+
+    def training(crd: dict[str, Any]) -> dict[str, Any]:
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        return schema["properties"]["spec"]["properties"]["training"]
+
+    def read() -> dict[str, Any]:
+        crd = crds.read_custom_resource_definition(CRD_NAME)
+        return admin_api.sanitize_for_serialization(crd)
+
+    original = read()
+    rules = training(original)["x-kubernetes-validations"]
+    loose = copy.deepcopy(original)
+    del training(loose)["x-kubernetes-validations"]
+    crds.replace_custom_resource_definition(CRD_NAME, loose)
+    try:
+        yield
+    finally:
+        current = read()
+        training(current)["x-kubernetes-validations"] = rules
+        crds.replace_custom_resource_definition(CRD_NAME, current)
+
+
 def test_malformed_run_fails_while_another_keeps_going(
-    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api, admin_api: kubernetes.client.ApiClient
 ) -> None:
-    bad = run_manifest("bad", training={"steps": 10, "warmupSteps": 50})  # schema-valid, pydantic rejects
-    k8s.create_run(bad)
+    """A run stored under a looser CRD (before an upgrade added a rule) that the models now reject."""
+    bad = run_manifest("bad", training={"steps": 10, "warmupSteps": 50})
+    with pytest.raises(kubernetes.client.ApiException, match="warmupSteps must not exceed steps"):
+        k8s.create_run(bad)  # today's CRD refuses it
+    with crd_without_training_rules(admin_api):
+        wait_for(lambda: k8s.create_run(bad), timeout=15, what="the looser CRD in effect")
     k8s.create_run(run_manifest("good"))
     wait_for(phase_is(k8s, "bad", "Failed"), what="bad Failed")
     status = k8s.status("bad")
@@ -247,3 +283,31 @@ def test_multi_host_gang_restarts_as_a_whole(
     status = k8s.status("gang")
     assert (status["attempt"], status["preemptions"], status["restarts"]) == (1, 1, 0)
     wait_for(lambda: k8s.jobs("gang") == ["gang-1"], what="only the new attempt's Job")
+
+
+def test_deadline_fails_the_run_and_stops_its_pods(
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
+) -> None:
+    k8s.create_run(run_manifest("late", activeDeadlineSeconds=2))
+    pod_of(kubelet, "late", 0)
+    wait_for(phase_is(k8s, "late", "Failed"), timeout=30, what="Failed at the deadline")
+    failed = next(c for c in k8s.status("late")["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    # The Job goes, and the garbage collector and the kubelet take its pod with it (SIGTERM, grace, gone).
+    wait_for(lambda: k8s.jobs("late") == [], timeout=30, what="Job deleted")
+    wait_for(lambda: not k8s.core.list_namespaced_pod(k8s.ns, label_selector="tunix.dev/run=late").items,
+             timeout=60, what="pod gone")  # fmt: skip
+
+
+def test_ttl_deletes_the_children_of_a_finished_run_and_keeps_the_run(
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
+) -> None:
+    k8s.create_run(run_manifest("brief", ttlSecondsAfterFinished=1))
+    pod = pod_of(kubelet, "brief", 0)
+    kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps(SUMMARY))
+    wait_for(phase_is(k8s, "brief", "Succeeded"), what="Succeeded")
+    wait_for(lambda: k8s.jobs("brief") == [], timeout=30, what="Job deleted after the TTL")
+    wait_for(lambda: not k8s.core.list_namespaced_pod(k8s.ns, label_selector="tunix.dev/run=brief").items,
+             timeout=60, what="pods collected")  # fmt: skip
+    assert k8s.status("brief")["phase"] == "Succeeded"
+    assert ("Normal", "TTLExpired") in k8s.events("brief")
