@@ -364,3 +364,34 @@ def test_the_cli_reports_bad_models_in_one_line(tmp_path, capsys, break_model, c
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert any(line.startswith("tunix-rt: ") and text in line for line in err.splitlines()), err
+
+
+def test_a_from_scratch_run_exports_at_every_nth_save_and_at_the_end(tmp_path, monkeypatch, mesh):
+    from tools.seed_dataset import seed_dataset
+    from tunix_trainer import loop
+    from tunix_trainer.config import parse_run
+
+    calls: list[str] = []
+
+    class CountingExporter(loop.ModelExporter):
+        def __call__(self, state):
+            calls.append(self.uri)
+            return super().__call__(state)
+
+    monkeypatch.setattr(loop, "ModelExporter", CountingExporter)
+    seed_dataset("text", 60, 1, str(tmp_path / "d.jsonl"))
+    spec = {
+        "model": {"preset": "tiny"},
+        "dataset": {"uri": str(tmp_path / "d.jsonl")},
+        "training": {"steps": 4, "batchSize": 2, "seqLen": 32, "computeDtype": "float32"},
+        "checkpoint": {"saveIntervalSteps": 2, "exportEverySaves": 1},
+    }
+    out = tmp_path / "artifacts"
+    summary = loop.train(parse_run(spec), artifacts_uri=str(out), checkpoint_uri=str(tmp_path / "ckpt"))
+    assert calls == [str(out / "model")] * 2  # saves at steps 2 and 4; the end export is that of step 4
+    assert summary["model_uri"] == str(out / "model")
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert (config["vocab_size"], config["tie_word_embeddings"]) == (259, True)
+    pretrained = PretrainedModel(str(out / "model"))
+    cfg = pretrained.model_config(259, "float32", "float32")
+    assert logits_of(pretrained.model(cfg, mesh), [1, 2, 3]).shape == (3, 384)

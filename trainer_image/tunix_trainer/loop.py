@@ -173,6 +173,8 @@ class _Loop:
         self.exporter = exporter  # writes the model in HF format at the end (and every N saves)
         self.export_every_saves = run.spec.checkpoint.export_every_saves
         self._saves = 0
+        self.model_uri: str | None = None
+        self._exported_step: int | None = None
         self._stop_agreement = StopAgreement()
         self.start_step = 0
         self.restored_from: int | None = None  # the checkpoint step this attempt resumed from
@@ -220,7 +222,8 @@ class _Loop:
             if self.checkpointer.latest_saved != step:
                 self._save(step, state)
             self.checkpointer.wait()
-            model_uri = self.exporter(state) if self.exporter is not None else None
+            if self.exporter is not None and self._exported_step != step:
+                self._export(step, state)
         finally:
             self.artifacts.close()
         if self.artifacts.missing_steps:  # a run never succeeds with a hole in its metrics
@@ -232,8 +235,8 @@ class _Loop:
         summary = summarize(
             self.artifacts.read_metrics(), wall_time_seconds=self._wall(), provenance=provenance
         )
-        if model_uri is not None:
-            summary["model_uri"] = model_uri
+        if self.model_uri is not None:
+            summary["model_uri"] = self.model_uri
         self.artifacts.write_summary(summary)
         return summary
 
@@ -302,7 +305,12 @@ class _Loop:
         self._saves += 1
         every = self.export_every_saves
         if self.exporter is not None and every and self._saves % every == 0:
-            self.exporter(state)
+            self._export(step, state)
+
+    def _export(self, step: int, state: Any) -> None:
+        assert self.exporter is not None
+        self.model_uri = self.exporter(state)
+        self._exported_step = step
 
     def _preempt(self, step: int, state: Any) -> None:
         if step > self.start_step and self.checkpointer.latest_saved != step:
