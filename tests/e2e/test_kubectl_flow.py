@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,7 +86,7 @@ def operator_process(
 def trainer_kubelet(control_plane: ControlPlane, tmp_path: pathlib.Path) -> Iterator[ProcessKubelet]:
     """One CPU node whose kubelet runs the trainer image as local processes of this venv."""
     with ProcessKubelet(
-        control_plane.api_client(), tmp_path / "kubelet", nodes=(Node(f"cpu-{tmp_path.name[-12:]}"),),
+        control_plane.api_client(), tmp_path / "kubelet", nodes=(Node(f"cpu-{uuid.uuid4().hex[:8]}"),),
         images={E2E_IMAGE: "process"}, path_prefix=(str(pathlib.Path(sys.executable).parent),),
     ) as kubelet:  # fmt: skip
         yield kubelet
