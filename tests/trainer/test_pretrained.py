@@ -175,6 +175,27 @@ def test_a_chat_template_file_is_read_when_tokenizer_config_has_none(tmp_path):
     assert tokenizer.chat_pair("hi", "yo") == ("<s><|user|>\nhi</s>\n<|assistant|>\n", "yo</s>\n")
 
 
+def test_sft_batches_train_the_completion_only(tmp_path):
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+
+    tokenizer = load_hf_tokenizer(ModelFiles(str(FIXTURE)))
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"prompt": "2 + 2?", "completion": "4"}\n')
+    batch = next(
+        BatchIterator(DatasetSpec(uri=str(data), packing=False), tokenizer, batch_size=1, seq_len=40, seed=0)
+    )
+    head, tail = tokenizer.chat_pair("2 + 2?", "4")
+    prompt, completion = tokenizer.encode(head), tokenizer.encode(tail)
+    row = [*prompt, *completion]
+    assert batch.inputs[0, : len(row) - 1].tolist() == row[:-1]
+    trained = [t for t, m in zip(batch.targets[0], batch.loss_mask[0], strict=True) if m]
+    assert trained == completion  # "4</s>\n": the answer and the template's end of turn
+    assert (
+        batch.targets[0, len(row) - 1] == tokenizer.pad_id and batch.loss_mask[0, len(row) - 1 :].sum() == 0
+    )
+
+
 # --- export ------------------------------------------------------------------------------------
 def test_export_of_the_loaded_model_equals_the_original_and_reloads_to_the_same_logits(tmp_path, mesh):
     from flax import nnx
