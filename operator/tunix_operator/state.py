@@ -378,6 +378,9 @@ class _Reconcile:
         progress = parse_progress(self.observed.progress, not_before=self.created)
         if progress is not None and progress != self.old.progress:
             self.new.progress = progress
+            if progress.restored_from is not None:  # the trainer resumed from this (intact) step
+                current = self.new.checkpoint or CheckpointStatus()
+                self.new.checkpoint = current.model_copy(update={"restored_from": progress.restored_from})
 
     def _pending(self, state: AttemptState) -> None:
         if self.old.phase not in (Phase.PENDING, Phase.RESTARTING):

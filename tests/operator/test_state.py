@@ -123,6 +123,14 @@ def test_running_merges_progress_with_step_of_total() -> None:
     assert same.status_patch == {} and same.events == []
 
 
+def test_the_step_an_attempt_resumed_from_reaches_status_checkpoint() -> None:
+    body = started(checkpoint={"uri": "s3://b/ckpt"})
+    progress = {"step": 41, "totalSteps": 100, "restoredFrom": 40, "updatedAt": "2026-01-01T12:01:00Z"}
+    step(body, Observed(job=job(), pods=[pod()], progress=progress), at(60))
+    assert body["status"]["checkpoint"] == {"uri": "s3://b/ckpt", "restoredFrom": 40}
+    assert body["status"]["progress"]["restoredFrom"] == 40
+
+
 def test_progress_older_than_the_run_is_ignored() -> None:
     body = started()
     stale = {"step": 99, "totalSteps": 100, "updatedAt": "2025-12-31T00:00:00Z"}
