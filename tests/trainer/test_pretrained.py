@@ -416,3 +416,21 @@ def test_a_from_scratch_run_exports_at_every_nth_save_and_at_the_end(tmp_path, m
     pretrained = PretrainedModel(str(out / "model"))
     cfg = pretrained.model_config(259, "float32", "float32")
     assert logits_of(pretrained.model(cfg, mesh), [1, 2, 3]).shape == (3, 384)
+
+
+def test_a_model_on_an_object_store_loads_like_the_local_one_and_leaves_no_copies(mesh):
+    """fsspec's in-memory filesystem stands for s3:// or gs://: files are fetched one by one into a
+    temporary directory, which is deleted once the weights are on the device."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in FIXTURE.iterdir():
+        fs.pipe(f"/models/tiny/{path.name}", path.read_bytes())
+    remote = PretrainedModel("memory://models/tiny")
+    cfg = remote.model_config(259, "float32", "float32")
+    model = remote.model(cfg, mesh)
+    assert remote.files._cache_dir is None  # the downloaded copies are gone
+    _, local, tokenizer = load(FIXTURE, mesh)
+    ids = tokenizer.encode(TEXT)
+    np.testing.assert_array_equal(logits_of(model, ids), logits_of(local, ids))
+    fs.rm("/models/tiny", recursive=True)

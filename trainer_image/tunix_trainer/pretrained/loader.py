@@ -70,8 +70,11 @@ class PretrainedModel:
     def load_params(self, cfg: ModelConfig, mesh: Mesh) -> dict[str, Any]:
         """The weights as a pure dict of arrays replicated over ``mesh``."""
         start = time.monotonic()
-        params = load_params(self.files, cfg, self.vocab_size, placer(replicated(mesh)))
-        jax.block_until_ready(params)
+        try:
+            params = load_params(self.files, cfg, self.vocab_size, placer(replicated(mesh)))
+            jax.block_until_ready(params)
+        finally:
+            self.files.cleanup()  # downloaded shards are on the device now
         self.load_seconds = time.monotonic() - start
         return params
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
@@ -42,6 +43,7 @@ class ModelFiles:
         self.uri = uri if uri.startswith(HF_SCHEME) else resolve_uri(uri, base_dir)
         self._options = storage_options or {}
         self._cache_dir = cache_dir
+        self._owns_cache = False  # True once it made a temporary directory of its own
         self._hub = parse_hf_uri(self.uri) if self.uri.startswith(HF_SCHEME) else None
         local = self.uri.removeprefix("file://")
         self._local_dir = local if self._hub is None and "://" not in local else None
@@ -53,6 +55,7 @@ class ModelFiles:
     def _cache(self) -> str:
         if self._cache_dir is None:
             self._cache_dir = tempfile.mkdtemp(prefix="tunix-model-")
+            self._owns_cache = True
         return self._cache_dir
 
     def exists(self, name: str) -> bool:
@@ -100,6 +103,12 @@ class ModelFiles:
                 f"{self.describe(name)}: cannot download from the Hugging Face Hub "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from exc
+
+    def cleanup(self) -> None:
+        """Delete the local copies this object downloaded (not the Hub's cache, not local files)."""
+        if self._cache_dir is not None and self._owns_cache:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
 
     def read_text(self, name: str) -> str:
         try:
