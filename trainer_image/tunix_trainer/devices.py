@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -101,8 +102,24 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> Distri
             coordinator_address=config.coordinator_address,
             num_processes=config.num_processes,
             process_id=config.process_id,
+            coordinator_bind_address=coordinator_bind_address(config),
         )
     return config
+
+
+def coordinator_bind_address(config: DistributedConfig) -> str | None:
+    """Where process 0 serves the coordinator: the address its name resolves to (the pod's IP, from
+    the pod's hosts file), not every interface, so that a process of an earlier attempt still dialing
+    its own coordinator can never reach this one where pods share a network namespace (hostNetwork,
+    the test cluster's process kubelet). None for other processes, or when the name does not resolve
+    (yet): JAX then binds every interface."""
+    if config.process_id != 0:
+        return None
+    host, _, port = config.coordinator_address.rpartition(":")
+    try:
+        return f"{socket.gethostbyname(host)}:{port}"
+    except OSError:
+        return None
 
 
 class StopAgreement:
