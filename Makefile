@@ -33,7 +33,7 @@ crds: $(STAMP)
 cluster:
 	tools/build_cluster.sh
 
-test: $(STAMP) cluster
+test: $(STAMP) cluster smollm2
 	$(BIN)/ruff check .
 	$(BIN)/python tools/gen_crd.py --check
 	$(BIN)/python -m pytest

@@ -6,6 +6,7 @@ METRICS_FILE = "metrics.jsonl"  # one JSON object per optimizer step
 PROGRESS_FILE = "progress.json"  # small, rewritten every few seconds while running
 SUMMARY_FILE = "summary.json"  # written once at the end of training
 BENCHMARK_FILE = "benchmark.json"  # written once at the end of a benchmark
+MODEL_DIR = "model"  # the trained model in Hugging Face format, exported at the end of a Train run
 
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes default terminationMessagePath
 TERMINATION_MESSAGE_LIMIT = 4096  # kubelet truncates termination messages at 4 KiB

@@ -20,6 +20,7 @@ from tunix_api.run import (
     TERMINAL_PHASES,
     CheckpointStatus,
     Mode,
+    ModelStatus,
     ObjectMeta,
     Phase,
     Progress,
@@ -400,6 +401,9 @@ class _Reconcile:
         if summary is None:
             summary, provenance = parse_summary(self.observed.summary)
         self.new.summary = summary
+        assert self.run is not None
+        model_uri = artifacts.join_uri(artifacts_uri(self.run, self.settings), artifacts.MODEL_DIR)
+        self.new.model = ModelStatus(uri=model_uri)  # the trainer exports it before exiting 0
         if provenance:
             self.new.provenance = provenance
         if summary is not None and summary.total_steps is not None:

@@ -96,8 +96,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def admin_api(control_plane: ControlPlane) -> kubernetes.client.ApiClient:
-    return control_plane.api_client()
+def admin_api(request: pytest.FixtureRequest) -> kubernetes.client.ApiClient:
+    """An admin client: of the local control plane, or of the cluster ``TUNIX_E2E_KUBECONFIG`` names."""
+    if _real_cluster():
+        return kubernetes.config.new_client_from_config(config_file=_real_cluster())
+    return request.getfixturevalue("control_plane").api_client()
 
 
 def _slug(name: str) -> str:
@@ -108,10 +111,7 @@ def _slug(name: str) -> str:
 def namespace(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for this test (deleted afterwards), in the local or the real cluster."""
     name = f"{_slug(request.node.name)}-{uuid.uuid4().hex[:5]}"
-    if _real_cluster():
-        client = kubernetes.config.new_client_from_config(config_file=_real_cluster())
-    else:
-        client = request.getfixturevalue("admin_api")
+    client = request.getfixturevalue("admin_api")
     core = kubernetes.client.CoreV1Api(client)
     core.create_namespace({"metadata": {"name": name, "labels": {"tunix.dev/test": "true"}}})
     deadline = time.monotonic() + 30

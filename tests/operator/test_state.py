@@ -131,6 +131,14 @@ def test_the_step_an_attempt_resumed_from_reaches_status_checkpoint() -> None:
     assert body["status"]["progress"]["restoredFrom"] == 40
 
 
+def test_a_succeeded_train_run_points_at_its_exported_model() -> None:
+    body = started()
+    summary = json.dumps({"finalLoss": 1.0, "totalSteps": 20})
+    step(body, Observed(job=job(), pods=[pod(phase="Succeeded", exit_code=0, message=summary)]), at(60))
+    assert body["status"]["phase"] == "Succeeded"
+    assert body["status"]["model"]["uri"].endswith("/ns/r1/model")
+
+
 def test_progress_older_than_the_run_is_ignored() -> None:
     body = started()
     stale = {"step": 99, "totalSteps": 100, "updatedAt": "2025-12-31T00:00:00Z"}

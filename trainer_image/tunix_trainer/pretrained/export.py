@@ -19,6 +19,7 @@ from typing import Any
 
 import fsspec
 
+from tunix_api import artifacts
 from tunix_trainer.presets import ModelConfig
 from tunix_trainer.pretrained.hf_config import hf_config_from_model
 from tunix_trainer.pretrained.weights import hf_tensors
@@ -30,7 +31,7 @@ TOKENIZER_FILES = (
     "generation_config.json",
     "special_tokens_map.json",
 )
-MODEL_DIR = "model"
+MODEL_DIR = artifacts.MODEL_DIR
 
 
 def write_model_dir(
