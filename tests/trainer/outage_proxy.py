@@ -41,8 +41,7 @@ class OutageProxy:
             self.mode = REFUSE
             listener, self._listener = self._listener, None
             self._drop_connections()
-        if listener is not None:
-            listener.close()
+        _stop_listening(listener)
 
     def black_hole(self) -> None:
         with self._lock:
@@ -61,8 +60,7 @@ class OutageProxy:
             self._closed = True
             listener, self._listener = self._listener, None
             self._drop_connections()
-        if listener is not None:
-            listener.close()
+        _stop_listening(listener)
         self._acceptor.join(timeout=5)
 
     # -- internals -------------------------------------------------------------------------------
@@ -131,3 +129,13 @@ class OutageProxy:
             for sock in pair:
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+def _stop_listening(listener: socket.socket | None) -> None:
+    """Refuse new connections at once: a thread blocked in accept() keeps a merely closed listener
+    accepting until that call returns; shutdown() wakes it and makes the kernel refuse."""
+    if listener is None:
+        return
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
