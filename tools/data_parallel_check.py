@@ -100,7 +100,8 @@ def train(directory: pathlib.Path, config: pathlib.Path, processes: int, code: s
 
 
 def report(name: str, records: list[dict[str, Any]], reference: list[dict[str, Any]]) -> None:
-    print(f"{name}: largest relative loss difference {max_relative_difference(records, reference):.3g}")
+    largest = max_relative_difference(records, reference, len(records))
+    print(f"{name}: largest relative loss difference {largest:.3g}")
     for mine, ref in zip(records, reference, strict=True):
         step, diff = mine["step"], abs(mine["loss"] - ref["loss"]) / abs(ref["loss"])
         print(f"  step {step:3d}  {diff:.3g}  (tolerance {loss_tolerance(TOKENS, step):.3g})")

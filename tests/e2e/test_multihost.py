@@ -33,7 +33,7 @@ from tunix_api.exit_codes import ExitCode
 
 pytestmark = pytest.mark.e2e
 HOSTS = 2
-STEPS = 24
+STEPS = 100  # room for the stop: the hosts agree on a step some steps (0.3 s here) after the eviction
 TOKENS = SMALL_TRAINING["batchSize"] * SMALL_TRAINING["seqLen"]
 COORDINATOR_PORT = 8476
 
@@ -72,7 +72,7 @@ def run_manifest(name: str, shared: pathlib.Path) -> dict[str, Any]:
             "accelerator": {"hosts": HOSTS},
             "training": {**SMALL_TRAINING, "steps": STEPS},
             "checkpoint": {
-                "saveIntervalSteps": 8,
+                "saveIntervalSteps": 40,
                 "volume": {"size": "1Gi", "reclaimPolicy": "Delete"},
             },
             "metrics": {"flushEverySteps": 1, "progressIntervalSeconds": 0},
@@ -133,7 +133,7 @@ def assert_matches_one_process(
     assert status["provenance"]["process_count"] == str(HOSTS), status["provenance"]
     assert status["provenance"]["device_count"] == str(HOSTS)
     difference = max_relative_difference(records, reference)
-    print(f"max relative loss difference, {HOSTS} hosts vs 1 process: {difference:.2e}")
+    print(f"max relative loss difference, {HOSTS} hosts vs 1 process, first 16 steps: {difference:.2e}")
     assert_losses_match(records, reference, TOKENS)
 
 

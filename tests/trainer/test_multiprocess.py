@@ -31,7 +31,7 @@ from tunix_api.exit_codes import ExitCode
 
 pytestmark = pytest.mark.slow
 
-STEPS = 16
+STEPS = 100  # room for the stop: the processes agree on a step some steps (0.1 s here) after the signal
 TOKENS = SMALL_TRAINING["batchSize"] * SMALL_TRAINING["seqLen"]  # target tokens of a global batch
 PROCESSES = 2
 TIMEOUT = 240  # seconds for one multi-process attempt (compilation on a loaded 2-core machine)
@@ -40,7 +40,7 @@ COMPILE_CACHE = "jax-compile-cache"  # shared by the attempts: the second one co
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One run of ``STEPS`` steps: a periodic checkpoint at step 8, every step logged and flushed."""
+    """One run of ``STEPS`` steps: periodic checkpoints every 40, every step logged and flushed."""
     root = tmp_path_factory.mktemp("multiprocess")
     document = {
         "apiVersion": "tunix.dev/v1alpha1",
@@ -51,7 +51,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "dataset": {"uri": str(write_dataset(root / "data.jsonl"))},
             "device": {"kind": "cpu"},
             "training": {**SMALL_TRAINING, "steps": STEPS},
-            "checkpoint": {"saveIntervalSteps": 8, "maxToKeep": 3},
+            "checkpoint": {"saveIntervalSteps": 40, "maxToKeep": 3},
             "metrics": {"flushEverySteps": 1, "progressIntervalSeconds": 0},
         },
     }
