@@ -15,32 +15,13 @@ from typing import Any
 import fsspec
 
 from tunix_api import artifacts
+from tunix_api.storage import fsspec_options
 from tunix_api.training import StorageSpec
 
 logger = logging.getLogger(__name__)
 
 # Secret key -> s3fs option.
-S3_CREDENTIAL_KEYS = {
-    "AWS_ACCESS_KEY_ID": "key",
-    "AWS_SECRET_ACCESS_KEY": "secret",
-    "AWS_SESSION_TOKEN": "token",
-}
 MAX_JSON_BYTES = 1 << 20  # progress/summary/benchmark files are tiny; refuse anything large
-
-
-def storage_options(uri: str, storage: StorageSpec, credentials: Mapping[str, str] | None) -> dict[str, Any]:
-    """fsspec options for ``uri`` (pure): endpoint, region and S3 credentials."""
-    if not uri.startswith(("s3://", "s3a://")):
-        return {}
-    options: dict[str, Any] = {}
-    if storage.endpoint_url:
-        options["endpoint_url"] = storage.endpoint_url
-    if storage.region:
-        options["client_kwargs"] = {"region_name": storage.region}
-    for key, option in S3_CREDENTIAL_KEYS.items():
-        if credentials and credentials.get(key):
-            options[option] = credentials[key]
-    return options
 
 
 def read_json(uri: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -68,7 +49,7 @@ class ArtifactReader:
 
     def __init__(self, base_uri: str, storage: StorageSpec, credentials: Mapping[str, str] | None) -> None:
         self._base = base_uri
-        self._options = storage_options(base_uri, storage, credentials)
+        self._options = fsspec_options(base_uri, storage, credentials)
 
     def progress(self) -> dict[str, Any] | None:
         return read_json(artifacts.join_uri(self._base, artifacts.PROGRESS_FILE), self._options)

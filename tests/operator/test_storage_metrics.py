@@ -11,19 +11,7 @@ from prometheus_client import generate_latest
 
 from tunix_api.training import StorageSpec
 from tunix_operator.metrics import OperatorMetrics
-from tunix_operator.storage import ArtifactReader, read_json, storage_options
-
-
-def test_storage_options_for_s3_only() -> None:
-    spec = StorageSpec(endpoint_url="http://minio:9000", region="eu-1")
-    creds = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "sk", "OTHER": "x"}
-    assert storage_options("s3://b/p", spec, creds) == {
-        "endpoint_url": "http://minio:9000",
-        "client_kwargs": {"region_name": "eu-1"},
-        "key": "id",
-        "secret": "sk",
-    }
-    assert storage_options("file:///tmp/x", spec, creds) == {}
+from tunix_operator.storage import ArtifactReader, read_json
 
 
 def test_file_reader(tmp_path: pathlib.Path) -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from tunix_api.artifacts import METRICS_FILE, PROGRESS_FILE, SUMMARY_FILE, TERMINATION_MESSAGE_LIMIT
 from tunix_api.run import Progress, Summary
+from tunix_api.storage import fsspec_options
 from tunix_api.training import StorageSpec
-from tunix_trainer.artifact_io import read_json, storage_options
+from tunix_trainer.artifact_io import read_json
 from tunix_trainer.artifacts import RunArtifacts
 from tunix_trainer.metric_store import chunk_name, decode_records, encode_records, parse_chunk_name
 from tunix_trainer.summary import compact_summary, summarize
@@ -397,19 +398,6 @@ def test_unwritable_termination_log_does_not_fail_the_run(tmp_path) -> None:
 # ----------------------------------------------------------------------------- storage
 
 
-def test_storage_options() -> None:
-    assert storage_options(StorageSpec()) == {}
-    assert storage_options(StorageSpec(uri="gs://b/run", endpoint_url="http://x")) == {}
-    assert storage_options(StorageSpec(uri="s3://b/run")) == {}
-    minio = StorageSpec(uri="s3://b/run", endpoint_url="http://minio:9000", region="eu-1")
-    assert storage_options(minio) == {
-        "client_kwargs": {"endpoint_url": "http://minio:9000", "region_name": "eu-1"}
-    }
-    assert storage_options(StorageSpec(endpoint_url="http://minio:9000")) == {
-        "client_kwargs": {"endpoint_url": "http://minio:9000"}
-    }
-
-
 def test_explicit_endpoint_reaches_s3(s3_bucket: str, moto_server: str, monkeypatch) -> None:
     import s3fs
 
@@ -417,7 +405,7 @@ def test_explicit_endpoint_reaches_s3(s3_bucket: str, moto_server: str, monkeypa
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     s3fs.S3FileSystem.clear_instance_cache()
-    options = storage_options(StorageSpec(uri=bucket, endpoint_url=endpoint, region="us-east-1"))
+    options = fsspec_options(bucket, StorageSpec(endpoint_url=endpoint, region="us-east-1"))
     artifacts = RunArtifacts(f"{bucket}/run", storage_options=options, flush_every_steps=1)
     artifacts.start(0)
     artifacts.log_step(record(1))

@@ -20,27 +20,9 @@ import fsspec
 from fsspec.asyn import AsyncFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from tunix_api.training import StorageSpec
 from tunix_trainer.storage_retry import call_timeout, retrying, s3_config
 
 T = TypeVar("T")
-
-
-def storage_options(storage: StorageSpec) -> dict:
-    """fsspec keyword arguments for ``storage`` (credentials come from the AWS env vars).
-
-    Endpoint and region apply to S3 only; for another explicit scheme they are dropped.
-    With no ``uri`` (the operator supplies the base URI) they are kept if set.
-    """
-    scheme = storage.uri.split("://", 1)[0].lower() if storage.uri and "://" in storage.uri else None
-    if storage.uri is not None and scheme not in ("s3", "s3a"):
-        return {}
-    client_kwargs = {}
-    if storage.endpoint_url:
-        client_kwargs["endpoint_url"] = storage.endpoint_url
-    if storage.region:
-        client_kwargs["region_name"] = storage.region
-    return {"client_kwargs": client_kwargs} if client_kwargs else {}
 
 
 def open_fs(uri: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:

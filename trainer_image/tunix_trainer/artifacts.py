@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 
 from tunix_api.artifacts import METRICS_FILE, SUMMARY_FILE
-from tunix_trainer.artifact_io import json_safe, open_fs, read_json, storage_options, write_atomic, write_json
+from tunix_trainer.artifact_io import json_safe, open_fs, read_json, write_atomic, write_json
 from tunix_trainer.metric_store import MetricStore
 from tunix_trainer.progress import ProgressWriter, progress_document
 from tunix_trainer.summary import compact_summary, summarize
 from tunix_trainer.termination import write_termination_message
 
-__all__ = ["RunArtifacts", "read_json", "storage_options", "summarize", "write_json"]
+__all__ = ["RunArtifacts", "read_json", "summarize", "write_json"]
 
 
 class RunArtifacts:

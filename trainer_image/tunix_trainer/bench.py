@@ -91,11 +91,11 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
     def body() -> int:
         import jax
 
+        from tunix_api.storage import fsspec_options
         from tunix_trainer.artifacts import write_json
         from tunix_trainer.benchmark.report import format_table, termination_message
         from tunix_trainer.benchmark.session import run_benchmark  # imports JAX
         from tunix_trainer.devices import maybe_initialize_distributed
-        from tunix_trainer.loop import options_for
 
         maybe_initialize_distributed()
         run = load_run(args.config)
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
         document = result.to_json()
         if jax.process_index() == 0:
             target = join_uri(artifacts_uri, BENCHMARK_FILE)
-            write_json(target, document, options_for(artifacts_uri, run.spec.storage))
+            write_json(target, document, fsspec_options(artifacts_uri, run.spec.storage))
         write_termination_message(termination_log, termination_message(result))
         print(json.dumps(document, indent=2) if args.json else format_table(result))
         return ExitCode.SUCCESS

@@ -230,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDisplay) -> int:
-    from tunix_trainer.artifacts import RunArtifacts, storage_options
+    from tunix_api.storage import fsspec_options
+    from tunix_trainer.artifacts import RunArtifacts
     from tunix_trainer.loop import train  # JAX: imported only to train
 
     artifacts_uri, checkpoint_uri = local_locations(run, args.artifacts)
@@ -267,7 +268,7 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
     )
     sys.stdout.write(yaml.safe_dump({"status": status}, sort_keys=False))
     if args.plot:
-        options = storage_options(run.spec.storage)
+        options = fsspec_options(artifacts_uri, run.spec.storage)
         records = RunArtifacts(artifacts_uri, storage_options=options).read_metrics()
         plot_loss(records, args.plot, title=f"{run.name}: training loss")
         print(f"{PROG}: loss curve written to {args.plot}", file=sys.stderr)
@@ -276,14 +277,14 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
 
 def latest_checkpoint_step(run: LoadedRun, checkpoint_uri: str) -> int | None:
     """The newest durable checkpoint step of the run."""
-    from tunix_trainer.artifacts import storage_options
+    from tunix_api.storage import fsspec_options
     from tunix_trainer.checkpoint import Checkpointer
 
     checkpointer = Checkpointer(
         checkpoint_uri,
         save_interval_steps=run.spec.checkpoint.save_interval_steps,
         max_to_keep=run.spec.checkpoint.max_to_keep,
-        storage_options=storage_options(run.spec.storage),
+        storage_options=fsspec_options(checkpoint_uri, run.spec.storage),
     )
     try:
         return checkpointer.latest_step()

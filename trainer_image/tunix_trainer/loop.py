@@ -23,8 +23,9 @@ import jax
 
 from tunix_api.artifacts import join_uri
 from tunix_api.run import Mode
-from tunix_api.training import DatasetSpec, StorageSpec
-from tunix_trainer.artifacts import RunArtifacts, storage_options, summarize
+from tunix_api.storage import fsspec_options
+from tunix_api.training import DatasetSpec
+from tunix_trainer.artifacts import RunArtifacts, summarize
 from tunix_trainer.checkpoint import Checkpointer
 from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
@@ -87,14 +88,14 @@ def train(
         vocab_size=pretrained.vocab_size if pretrained else None,
         base_config=pretrained.config if pretrained else None,
         tokenizer_files=getattr(tokenizer, "files", None),
-        storage_options=options_for(artifacts_uri, spec.storage),
+        storage_options=fsspec_options(artifacts_uri, spec.storage),
     )
 
     checkpointer = Checkpointer(
         checkpoint_uri,
         save_interval_steps=spec.checkpoint.save_interval_steps,
         max_to_keep=spec.checkpoint.max_to_keep,
-        storage_options=options_for(checkpoint_uri, spec.storage),
+        storage_options=fsspec_options(checkpoint_uri, spec.storage),
     )
     try:
         restored = checkpointer.restore(
@@ -105,7 +106,7 @@ def train(
         artifacts: RunArtifacts | _NoArtifacts = (
             RunArtifacts(
                 artifacts_uri,
-                storage_options=options_for(artifacts_uri, spec.storage),
+                storage_options=fsspec_options(artifacts_uri, spec.storage),
                 flush_every_steps=spec.metrics.flush_every_steps,
                 progress_interval_seconds=spec.metrics.progress_interval_seconds,
                 termination_log=termination_log,
@@ -355,7 +356,9 @@ def open_pretrained(run: LoadedRun) -> PretrainedModel | None:
     if pretrained is None:
         return None
     return PretrainedModel(
-        pretrained.uri, storage_options=options_for(pretrained.uri, run.spec.storage), base_dir=run.base_dir
+        pretrained.uri,
+        storage_options=fsspec_options(pretrained.uri, run.spec.storage),
+        base_dir=run.base_dir,
     )
 
 
@@ -389,7 +392,7 @@ def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
     model_uri = run.spec.model.pretrained.uri if run.spec.model.pretrained else None
     return load_tokenizer(
         dataset.tokenizer,
-        storage_options=options_for(dataset.tokenizer.uri or model_uri, run.spec.storage),
+        storage_options=fsspec_options(dataset.tokenizer.uri or model_uri, run.spec.storage),
         base_dir=run.base_dir,
         model_uri=model_uri,
     )
@@ -404,16 +407,9 @@ def dataset_batches(run: LoadedRun, dataset: DatasetSpec, tokenizer: Tokenizer) 
         batch_size=training.batch_size,
         seq_len=training.seq_len,
         seed=training.seed,
-        storage_options=options_for(dataset.uri, run.spec.storage),
+        storage_options=fsspec_options(dataset.uri, run.spec.storage),
         base_dir=run.base_dir,
     )
-
-
-def options_for(uri: str | None, storage: StorageSpec) -> dict[str, Any]:
-    """fsspec options for ``uri``: the run's S3 endpoint/region apply to s3:// URIs only."""
-    if not uri:
-        return {}
-    return storage_options(storage.model_copy(update={"uri": uri}))
 
 
 def _version(distribution: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 
+from tunix_api.storage import fsspec_options
 from tunix_api.training import BenchmarkSpec
 from tunix_trainer.benchmark.checkpoint_probe import STEPS_DURING_SAVE, measure_checkpoint_cost
 from tunix_trainer.benchmark.hardware import describe_devices, peak_flops, peak_memory_bytes
@@ -30,7 +31,7 @@ from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import SyntheticBatches
 from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, PreemptedError
-from tunix_trainer.loop import dataset_batches, dataset_tokenizer, model_config, options_for
+from tunix_trainer.loop import dataset_batches, dataset_tokenizer, model_config
 from tunix_trainer.model import count_params, flops_per_token
 from tunix_trainer.tokenizer import ByteTokenizer
 from tunix_trainer.train_step import check_batch_layout, init_train_state, make_train_step, put_batch
@@ -99,7 +100,7 @@ def run_benchmark(
         plan = LoopPlan(settings.warmup_steps, settings.measure_steps, profile_steps, profile_dir)
         state, timings = run_loop(step_fn, train_state.state, staged, plan, check_stop=check_stop)
         if profile_dir is not None and is_remote(artifacts_uri) and jax.process_index() == 0:
-            upload_directory(profile_dir, profile_target, options_for(profile_target, spec.storage))
+            upload_directory(profile_dir, profile_target, fsspec_options(profile_target, spec.storage))
 
     checkpoint_cost = None
     if checkpoint_saves:
