@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.controlplane import ControlPlane, free_port
-from tests.cluster.fixtures import OperatorIdentity, kubectl, kubectl_binary
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import kubectl, kubectl_binary
 from tests.cluster.kubelet import Node, ProcessKubelet
+from tests.e2e.conftest import E2E_IMAGE
 
 pytestmark = pytest.mark.e2e
 REPO = pathlib.Path(__file__).resolve().parents[2]
-E2E_IMAGE = "tunix/trainer:e2e"
 STEPS = 30
 
 
@@ -43,43 +43,6 @@ def http_get(url: str, timeout: float = 30.0) -> str:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-@pytest.fixture
-def artifacts(tmp_path: pathlib.Path) -> pathlib.Path:
-    path = tmp_path / "artifacts"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def operator_process(
-    operator_identity: OperatorIdentity, namespace: str, artifacts: pathlib.Path, tmp_path: pathlib.Path
-) -> Iterator[dict[str, Any]]:
-    ports = {"metrics": free_port(), "liveness": free_port()}
-    env = {
-        **os.environ,
-        "TUNIX_ARTIFACTS_BASE_URI": artifacts.as_uri(),
-        "TUNIX_RESYNC_INTERVAL_SECONDS": "1",
-        "TUNIX_PROGRESS_INTERVAL_SECONDS": "0.5",
-        "TUNIX_DEFAULT_IMAGE": E2E_IMAGE,
-    }
-    log_path = tmp_path / "operator.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tunix_operator", "--kubeconfig", str(operator_identity.kubeconfig),
-             "--namespace", namespace, "--standalone", "--metrics-port", str(ports["metrics"]),
-             "--liveness", f"http://127.0.0.1:{ports['liveness']}/healthz"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            yield {"process": process, "ports": ports, "log": log_path}
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture

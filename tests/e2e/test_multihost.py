@@ -26,7 +26,7 @@ import yaml
 from tests.cluster.controlplane import ControlPlane
 from tests.cluster.fixtures import kubectl
 from tests.cluster.kubelet import Node, ProcessKubelet
-from tests.e2e.test_kubectl_flow import E2E_IMAGE, artifacts, operator_process  # noqa: F401 (fixtures)
+from tests.e2e.conftest import E2E_IMAGE
 from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, write_dataset
 from tests.trainer.data_parallel import assert_losses_match, max_relative_difference
 from tunix_api.exit_codes import ExitCode
@@ -141,8 +141,8 @@ def assert_matches_one_process(
 def test_two_hosts_rendezvous_by_name_and_train_like_one_process(
     kubeconfig: pathlib.Path,
     namespace: str,
-    artifacts: pathlib.Path,  # noqa: F811
-    operator_process: dict[str, Any],  # noqa: F811
+    artifacts: pathlib.Path,
+    operator_process: dict[str, Any],
     host_kubelet: ProcessKubelet,
     shared: pathlib.Path,
     reference: list[dict[str, Any]],
@@ -171,8 +171,8 @@ def test_two_hosts_rendezvous_by_name_and_train_like_one_process(
 def test_an_evicted_host_stops_both_and_the_next_attempt_resumes(
     kubeconfig: pathlib.Path,
     namespace: str,
-    artifacts: pathlib.Path,  # noqa: F811
-    operator_process: dict[str, Any],  # noqa: F811
+    artifacts: pathlib.Path,
+    operator_process: dict[str, Any],
     host_kubelet: ProcessKubelet,
     shared: pathlib.Path,
     reference: list[dict[str, Any]],
