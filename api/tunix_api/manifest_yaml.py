@@ -89,6 +89,16 @@ for _cls in (_StrictLoader, _Dumper):
     _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
+def lone_surrogate(text: str) -> int | None:
+    """Index of the first lone surrogate in ``text`` (JSON and YAML allow the escape ``\\ud800``; it
+    cannot be written as UTF-8), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
 def dump(document: Any) -> str:
     """YAML of ``document`` (keys in their order) that :func:`load` reads back equal."""
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

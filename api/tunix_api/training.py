@@ -133,8 +133,8 @@ class ModelSpec(ApiModel):
         return self
 
 
-_SHAPE_FIELDS = (
-    "preset",
+# The model's explicit dimensions (each overrides the preset's value).
+DIMENSION_FIELDS = (
     "vocab_size",
     "d_model",
     "n_layers",
@@ -144,6 +144,7 @@ _SHAPE_FIELDS = (
     "rope_theta",
     "norm_eps",
 )
+_SHAPE_FIELDS = ("preset", *DIMENSION_FIELDS)
 cel(
     "ModelSpec",
     "!has(self.pretrained) || !(has(self.preset) || has(self.vocabSize) || has(self.dModel) "

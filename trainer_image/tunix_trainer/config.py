@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tunix_api import manifest_yaml
+from tunix_api.manifest_yaml import lone_surrogate
 from tunix_api.names import MAX_OBJECT_BYTES, MAX_REQUEST_BYTES
 from tunix_api.run import API_VERSION, KIND, TunixRun, TunixRunSpec
 from tunix_trainer.errors import ConfigError
@@ -80,7 +81,7 @@ def unsendable(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tu
     infinities (YAML's ``.nan``, ``.inf``) and strings with a lone surrogate (``"\\ud800"``)."""
     if isinstance(value, float) and not math.isfinite(value):
         yield loc, f"{value} is not a finite number"
-    elif isinstance(value, str) and (index := _lone_surrogate(value)) is not None:
+    elif isinstance(value, str) and (index := lone_surrogate(value)) is not None:
         yield loc, f"lone surrogate (\\u{ord(value[index]):04x}) at character {index + 1}: not Unicode text"
     elif isinstance(value, Mapping):
         for key, item in value.items():
@@ -90,13 +91,6 @@ def unsendable(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tu
         for index, item in enumerate(value):
             yield from unsendable(item, (*loc, index))
 
-
-def _lone_surrogate(text: str) -> int | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
 
 
 def as_sent(value: Any) -> Any:

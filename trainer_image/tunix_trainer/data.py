@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 import numpy as np
 
+from tunix_api.manifest_yaml import lone_surrogate
 from tunix_api.training import DatasetFormat, DatasetSpec
 
 if TYPE_CHECKING:
@@ -77,15 +78,6 @@ def _detect_format(record: dict[str, Any], where: str) -> DatasetFormat:
     raise DataError(f"{where}: record has neither a 'text' field nor 'prompt' and 'completion' fields")
 
 
-def _lone_surrogate(text: str) -> int | None:
-    """Index of the first lone surrogate in ``text`` (JSON allows the escape ``\\ud800``), or None."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return exc.start
-    return None
-
-
 def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[str, str]]:
     """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
 
@@ -131,7 +123,7 @@ def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[st
         if bad:
             raise DataError(f"{where}: field {bad[0]!r} must be a string")
         for key, value in zip(keys, values, strict=True):
-            if (index := _lone_surrogate(value)) is not None:
+            if (index := lone_surrogate(value)) is not None:
                 raise DataError(
                     f"{where}: field {key!r} holds a lone surrogate (\\u{ord(value[index]):04x}) at "
                     f"character {index + 1}: not Unicode text"

@@ -7,7 +7,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from tunix_api.training import ModelSpec
+from tunix_api.training import DIMENSION_FIELDS, ModelSpec
 
 VOCAB_MULTIPLE = 128
 
@@ -142,16 +142,7 @@ def resolve_model_config(
         values.update(PRESETS[preset])
         if spec.n_heads is not None and spec.n_kv_heads is None:
             values.pop("n_kv_heads", None)
-    for name in (
-        "vocab_size",
-        "d_model",
-        "n_layers",
-        "n_heads",
-        "n_kv_heads",
-        "d_ff",
-        "rope_theta",
-        "norm_eps",
-    ):
+    for name in DIMENSION_FIELDS:
         explicit = getattr(spec, name)
         if explicit is not None:
             values[name] = explicit
