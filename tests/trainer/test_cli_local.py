@@ -175,24 +175,6 @@ def test_with_steps_revalidates_and_caps_warmup() -> None:
     assert short.spec.model == run.spec.model
 
 
-def test_local_locations(tmp_path, monkeypatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    run = load_run(EXAMPLE)
-    assert cli.local_locations(run) == (
-        str(tmp_path / "artifacts" / "tiny-golden"),
-        str(tmp_path / "artifacts" / "tiny-golden" / "checkpoints"),
-    )
-    assert cli.local_locations(run, "s3://b/x/") == ("s3://b/x", "s3://b/x/checkpoints")
-    spec = run.spec.model_copy(
-        update={
-            "storage": run.spec.storage.model_copy(update={"uri": "out"}),
-            "checkpoint": run.spec.checkpoint.model_copy(update={"uri": "/ckpt"}),
-        }
-    )
-    custom = type(run)(name=run.name, namespace=None, spec=spec, config_hash=run.config_hash)
-    assert cli.local_locations(custom) == (str(tmp_path / "out"), "/ckpt")
-
-
 def test_format_progress_line() -> None:
     assert cli.format_progress(120, 300, 2.31449, 12345.4, 14.2) == (
         "[########............] 120/300  loss 2.314  12,345 tok/s  ETA 0:00:14"

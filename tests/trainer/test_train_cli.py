@@ -10,7 +10,7 @@ import pytest
 
 from tests.trainer.conftest import read_jsonl
 from tunix_api.exit_codes import ExitCode
-from tunix_trainer.train import default_uris, main, parse_args
+from tunix_trainer.train import main, parse_args
 
 
 def test_run_with_defaults_writes_artifacts_and_checkpoints(write_config, tmp_path, monkeypatch, capsys):
@@ -46,17 +46,6 @@ def test_run_with_defaults_writes_artifacts_and_checkpoints(write_config, tmp_pa
     # Running again finds the run complete: no new steps, same losses.
     assert main(["--config", str(config)]) == ExitCode.SUCCESS
     assert [r["step"] for r in read_jsonl(art / "metrics.jsonl")] == [1, 2, 3, 4]
-
-
-def test_default_uris(run_resource):
-    from tunix_trainer.config import parse_run
-
-    run = parse_run(run_resource())
-    assert default_uris(run, None, None) == ("artifacts/unit", "artifacts/unit/checkpoints")
-    assert default_uris(run, "s3://b/r", None) == ("s3://b/r", "s3://b/r/checkpoints")
-    assert default_uris(run, None, "/checkpoints") == ("artifacts/unit", "/checkpoints")
-    stored = parse_run(run_resource(storage={"uri": "s3://b/x"}, checkpoint={"uri": "/mnt/ck"}))
-    assert default_uris(stored, None, None) == ("s3://b/x", "/mnt/ck")
 
 
 def test_resume_defaults_to_the_environment(monkeypatch):

@@ -33,40 +33,16 @@ from tunix_api.training import RESUME_PATTERN
 from tunix_trainer.config import LoadedRun, load_run, parse_run
 from tunix_trainer.entry import INTERRUPTED, report_failure
 from tunix_trainer.errors import ConfigError, PreemptedError
+from tunix_trainer.locations import run_locations
 from tunix_trainer.plot import PlotUnavailable, plot_loss, require_matplotlib
 from tunix_trainer.status import status_from_summary
 
 log = logging.getLogger("tunix_trainer.cli")
 
 PROG = "tunix-rt"
-CHECKPOINT_SUBDIR = "checkpoints"
-DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-
-def absolute_uri(uri: str, base_dir: str | None = None) -> str:
-    """A URI unchanged; a plain path made absolute against ``base_dir`` (default: the cwd)."""
-    if "://" in uri:
-        return uri.rstrip("/")
-    path = os.path.expanduser(uri)
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir or os.getcwd(), path))
-
-
-def local_locations(run: LoadedRun, artifacts: str | None = None) -> tuple[str, str]:
-    """(artifacts URI, checkpoint URI) of a local run.
-
-    Artifacts: ``--artifacts``, else ``spec.storage.uri``, else ``./artifacts/<name>``.
-    Checkpoints: ``spec.checkpoint.uri``, else ``<artifacts>/checkpoints``.
-    """
-    spec = run.spec
-    artifacts_uri = absolute_uri(
-        artifacts or spec.storage.uri or os.path.join(DEFAULT_ARTIFACTS_DIR, run.name)
-    )
-    if spec.checkpoint.uri:
-        return artifacts_uri, absolute_uri(spec.checkpoint.uri)
-    return artifacts_uri, join_uri(artifacts_uri, CHECKPOINT_SUBDIR)
 
 
 def with_steps(run: LoadedRun, steps: int | None) -> LoadedRun:
@@ -234,7 +210,7 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
     from tunix_trainer.artifacts import RunArtifacts
     from tunix_trainer.loop import train  # JAX: imported only to train
 
-    artifacts_uri, checkpoint_uri = local_locations(run, args.artifacts)
+    artifacts_uri, checkpoint_uri = run_locations(run, args.artifacts)
     print(f"{PROG}: running {run.name}: artifacts in {artifacts_uri}", file=sys.stderr)
     stop_event = threading.Event()
     try:

@@ -20,11 +20,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from tunix_api.artifacts import TERMINATION_LOG, join_uri
+from tunix_api.artifacts import TERMINATION_LOG
 from tunix_api.exit_codes import ExitCode
 from tunix_trainer.checkpoint import parse_resume
-from tunix_trainer.config import LoadedRun, load_run
+from tunix_trainer.config import load_run
 from tunix_trainer.entry import default_termination_log, run_guarded, stop_event_for
+from tunix_trainer.locations import run_locations
 
 PROG = "tunix-train"
 
@@ -46,13 +47,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def default_uris(run: LoadedRun, artifacts_uri: str | None, checkpoint_uri: str | None) -> tuple[str, str]:
-    """(artifacts, checkpoints) after applying the documented defaults."""
-    artifacts = artifacts_uri or run.spec.storage.uri or os.path.join("artifacts", run.name)
-    checkpoints = checkpoint_uri or run.spec.checkpoint.uri or join_uri(artifacts, "checkpoints")
-    return artifacts, checkpoints
-
-
 def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | None = None) -> int:
     """Run the trainer; returns the process exit code. ``stop_event`` replaces the signal handlers."""
     args = parse_args(argv)
@@ -69,7 +63,7 @@ def main(argv: Sequence[str] | None = None, *, stop_event: threading.Event | Non
             parse_resume(args.resume)  # reject a bad value before any work
         maybe_initialize_distributed()
         run = load_run(args.config)
-        artifacts_uri, checkpoint_uri = default_uris(run, args.artifacts_uri, args.checkpoint_uri)
+        artifacts_uri, checkpoint_uri = run_locations(run, args.artifacts_uri, args.checkpoint_uri)
         summary = train(
             run,
             artifacts_uri=artifacts_uri,
