@@ -372,7 +372,7 @@ def test_local_run_stopped_before_the_first_step_does_not_claim_a_checkpoint(
     monkeypatch.chdir(tmp_path)
 
     @contextlib.contextmanager
-    def stop_at_once(stop_event, _stream):
+    def stop_at_once(stop_event, notice=None):
         stop_event.set()
         yield
 

@@ -13,15 +13,13 @@ the same artifacts (metrics.jsonl, progress.json, summary.json, checkpoints) and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import yaml
@@ -31,7 +29,7 @@ from tunix_api.exit_codes import ExitCode
 from tunix_api.run import API_VERSION, KIND
 from tunix_api.training import RESUME_PATTERN
 from tunix_trainer.config import LoadedRun, load_run, parse_run
-from tunix_trainer.entry import INTERRUPTED, report_failure
+from tunix_trainer.entry import INTERRUPTED, report_failure, stop_on_signals
 from tunix_trainer.errors import ConfigError, PreemptedError
 from tunix_trainer.locations import run_locations
 from tunix_trainer.plot import PlotUnavailable, plot_loss, require_matplotlib
@@ -145,26 +143,9 @@ class ProgressDisplay:
 # --------------------------------------------------------------------------- commands
 
 
-@contextlib.contextmanager
-def stop_on_signals(stop_event: threading.Event, stream: TextIO) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM) sets ``stop_event``; a second Ctrl-C aborts with KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop_event.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop_event.set()
-        stream.write("\nstopping: saving a checkpoint (Ctrl-C again to abort)\n")
-        stream.flush()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+def _notice(stream: TextIO) -> None:
+    stream.write("\nstopping: saving a checkpoint (Ctrl-C again to abort)\n")
+    stream.flush()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -214,7 +195,7 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
     print(f"{PROG}: running {run.name}: artifacts in {artifacts_uri}", file=sys.stderr)
     stop_event = threading.Event()
     try:
-        with stop_on_signals(stop_event, sys.stderr):
+        with stop_on_signals(stop_event, notice=lambda: _notice(sys.stderr)):
             summary = train(
                 run,
                 artifacts_uri=artifacts_uri,

@@ -7,14 +7,16 @@ log when there is one, and returns its code from the ``tunix_api.exit_codes`` ta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from tunix_api.artifacts import TERMINATION_LOG
 from tunix_api.exit_codes import ExitCode, exit_reason
@@ -30,16 +32,37 @@ def default_termination_log(path: str | None) -> str | None:
     return path or (TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else None)
 
 
-def install_signal_handlers(stop_event: threading.Event) -> None:
-    """SIGTERM and SIGINT ask the loop to checkpoint and stop; a second SIGINT interrupts at once."""
+def install_stop_handlers(
+    stop_event: threading.Event, notice: Callable[[], None] | None = None
+) -> dict[int, Any]:
+    """SIGTERM and SIGINT set ``stop_event`` (the loop checkpoints and stops; ``notice`` is called once);
+    a second SIGINT raises KeyboardInterrupt at once. Returns the previous handlers."""
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop_event.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
         stop_event.set()
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if notice is not None:
+            notice()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop_event: threading.Event, notice: Callable[[], None] | None = None) -> Iterator[None]:
+    """:func:`install_stop_handlers` for the duration of the block (main thread only), then the
+    previous handlers again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = install_stop_handlers(stop_event, notice)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def stop_event_for(stop_event: threading.Event | None) -> threading.Event:
@@ -48,7 +71,7 @@ def stop_event_for(stop_event: threading.Event | None) -> threading.Event:
         return stop_event
     event = threading.Event()
     if threading.current_thread() is threading.main_thread():
-        install_signal_handlers(event)
+        install_stop_handlers(event)
     return event
 
 
