@@ -25,6 +25,26 @@ from tunix_trainer.storage_retry import call_timeout, retrying, s3_config
 T = TypeVar("T")
 
 
+def resolve_uri(uri: str, base_dir: str | None = None) -> str:
+    """``uri`` unchanged when it has a scheme (s3://, file://, memory://...); a plain path made
+    absolute against ``base_dir`` (itself a path or URI) or the current directory."""
+    if "://" in uri:
+        return uri
+    path = os.path.expanduser(uri)
+    if os.path.isabs(path):
+        return os.path.normpath(path)
+    if base_dir and "://" in base_dir:
+        return base_dir.rstrip("/") + "/" + path
+    return os.path.normpath(os.path.join(base_dir or os.getcwd(), path))
+
+
+def open_uri(
+    uri: str, mode: str = "rb", storage_options: dict[str, Any] | None = None
+) -> fsspec.core.OpenFile:
+    """``fsspec.open`` for paths and URIs alike; use as a context manager."""
+    return fsspec.open(uri, mode, **(storage_options or {}))
+
+
 def open_fs(uri: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(filesystem, path) for ``uri``; S3 gets bounded timeouts and leaves retrying to us."""
     options = dict(options or {})

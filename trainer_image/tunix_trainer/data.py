@@ -13,17 +13,16 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import fsspec
 import numpy as np
 
 from tunix_api.manifest_yaml import lone_surrogate
 from tunix_api.training import DatasetFormat, DatasetSpec
+from tunix_trainer.artifact_io import open_uri, resolve_uri
 
 if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
@@ -34,26 +33,6 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the only line breaks a JSON text cann
 
 class DataError(Exception):
     """The dataset is unreadable, malformed or too small (the trainer exits with DATA_ERROR)."""
-
-
-def resolve_uri(uri: str, base_dir: str | None = None) -> str:
-    """``uri`` unchanged when it has a scheme (s3://, file://, memory://...); a plain path made
-    absolute against ``base_dir`` (itself a path or URI) or the current directory."""
-    if "://" in uri:
-        return uri
-    path = os.path.expanduser(uri)
-    if os.path.isabs(path):
-        return os.path.normpath(path)
-    if base_dir and "://" in base_dir:
-        return base_dir.rstrip("/") + "/" + path
-    return os.path.normpath(os.path.join(base_dir or os.getcwd(), path))
-
-
-def open_uri(
-    uri: str, mode: str = "rb", storage_options: dict[str, Any] | None = None
-) -> fsspec.core.OpenFile:
-    """``fsspec.open`` for paths and URIs alike; use as a context manager."""
-    return fsspec.open(uri, mode, **(storage_options or {}))
 
 
 def dataset_checksum(uri: str, storage_options: dict[str, Any] | None = None) -> str:

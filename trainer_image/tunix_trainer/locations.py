@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from tunix_api.artifacts import join_uri
+from tunix_trainer.artifact_io import resolve_uri
 from tunix_trainer.config import LoadedRun
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -12,11 +13,8 @@ DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
 def absolute_uri(uri: str, base_dir: str | None = None) -> str:
-    """A URI unchanged; a plain path made absolute against ``base_dir`` (default: the cwd)."""
-    if "://" in uri:
-        return uri.rstrip("/")
-    path = os.path.expanduser(uri)
-    return os.path.normpath(path if os.path.isabs(path) else os.path.join(base_dir or os.getcwd(), path))
+    """A URI without its trailing slash; a plain path made absolute against ``base_dir`` (or the cwd)."""
+    return uri.rstrip("/") if "://" in uri else resolve_uri(uri, base_dir)
 
 
 def run_locations(

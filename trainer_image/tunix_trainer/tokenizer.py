@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from tunix_api.training import TokenizerKind, TokenizerSpec
-from tunix_trainer.data import open_uri, resolve_uri
+from tunix_trainer.artifact_io import open_uri, resolve_uri
 
 
 @runtime_checkable

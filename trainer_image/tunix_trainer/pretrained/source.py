@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from typing import Any
 
-from tunix_trainer.data import DataError, open_uri, resolve_uri
+from tunix_trainer.artifact_io import open_uri, resolve_uri
+from tunix_trainer.data import DataError
 
 HF_SCHEME = "hf://"
 
