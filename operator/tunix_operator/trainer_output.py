@@ -71,24 +71,11 @@ def parse_benchmark_message(text: str | None) -> BenchmarkStatus | None:
 
 
 def parse_benchmark_document(data: Mapping[str, Any] | None) -> BenchmarkStatus | None:
-    """status.benchmark from the ``benchmark.json`` document (nested ``stepTime``); None if unusable."""
+    """status.benchmark from the ``benchmark.json`` document (its ``status`` object); None if unusable."""
     if not data or data.get("kind") != BENCHMARK_KIND:
         return None
-    step_time = data.get("stepTime")
-    step_time = step_time if isinstance(step_time, Mapping) else {}
-    return _benchmark_status(
-        {
-            "compileSeconds": data.get("compileSeconds"),
-            "stepTimeP50Ms": step_time.get("p50Ms"),
-            "stepTimeP90Ms": step_time.get("p90Ms"),
-            "stepTimeP99Ms": step_time.get("p99Ms"),
-            "stepsPerSecond": data.get("stepsPerSecond"),
-            "tokensPerSecond": data.get("tokensPerSecond"),
-            "tokensPerSecondPerDevice": data.get("tokensPerSecondPerDevice"),
-            "mfu": data.get("mfu"),
-            "peakMemoryBytes": data.get("peakMemoryBytes"),
-        }
-    )
+    status = data.get("status")
+    return _benchmark_status(status) if isinstance(status, Mapping) else None
 
 
 def describe_message(text: str | None, limit: int = 120) -> str:

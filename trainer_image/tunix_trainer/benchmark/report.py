@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tunix_api.artifacts import TERMINATION_MESSAGE_LIMIT
+from tunix_api.run import BenchmarkStatus
 from tunix_trainer.benchmark.checkpoint_cost import OVERHEAD_BUDGET_PERCENT, CheckpointCost
 from tunix_trainer.benchmark.hardware import DeviceInfo, PeakLookup
 from tunix_trainer.benchmark.mfu import mfu, model_flops_per_second
@@ -155,6 +156,7 @@ class BenchmarkResult:
             "profileDir": self.profile_dir,
             "checkpoint": self.checkpoint.to_json() if self.checkpoint is not None else None,
             "versions": dict(self.versions),
+            "status": benchmark_status(self).to_wire(),  # what status.benchmark holds
         }
 
 
@@ -162,21 +164,25 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def status_payload(result: BenchmarkResult) -> dict[str, Any]:
-    """The fields of ``tunix_api.run.BenchmarkStatus`` (camelCase) plus ``"kind": "benchmark"``."""
+def benchmark_status(result: BenchmarkResult) -> BenchmarkStatus:
+    """What the operator writes into ``status.benchmark`` (rounded for people)."""
     st = result.timings.step_times
-    return {
-        "kind": STATUS_KIND,
-        "compileSeconds": _round(result.timings.compile_seconds, 3),
-        "stepTimeP50Ms": _round(st.p50 * 1e3, 3),
-        "stepTimeP90Ms": _round(st.p90 * 1e3, 3),
-        "stepTimeP99Ms": _round(st.p99 * 1e3, 3),
-        "stepsPerSecond": _round(result.steps_per_second, 4),
-        "tokensPerSecond": _round(result.tokens_per_second, 1),
-        "tokensPerSecondPerDevice": _round(result.tokens_per_second_per_device, 1),
-        "mfu": _round(result.mfu, 4),
-        "peakMemoryBytes": result.peak_memory_bytes,
-    }
+    return BenchmarkStatus(
+        compile_seconds=_round(result.timings.compile_seconds, 3),
+        step_time_p50_ms=_round(st.p50 * 1e3, 3),
+        step_time_p90_ms=_round(st.p90 * 1e3, 3),
+        step_time_p99_ms=_round(st.p99 * 1e3, 3),
+        steps_per_second=_round(result.steps_per_second, 4),
+        tokens_per_second=_round(result.tokens_per_second, 1),
+        tokens_per_second_per_device=_round(result.tokens_per_second_per_device, 1),
+        mfu=_round(result.mfu, 4),
+        peak_memory_bytes=result.peak_memory_bytes,
+    )
+
+
+def status_payload(result: BenchmarkResult) -> dict[str, Any]:
+    """:func:`benchmark_status` (camelCase, every field) plus ``"kind": "benchmark"``."""
+    return {"kind": STATUS_KIND, **benchmark_status(result).model_dump(by_alias=True)}
 
 
 def termination_message(result: BenchmarkResult) -> str:
