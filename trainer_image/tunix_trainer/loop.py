@@ -64,6 +64,41 @@ def train(
     when ``stop_event`` is set (SIGTERM), DivergedError on a non-finite loss, ConfigError,
     DeviceUnavailableError or DataError before training starts.
     """
+    setup = setup_train_loop(
+        run, artifacts_uri=artifacts_uri, checkpoint_uri=checkpoint_uri, termination_log=termination_log,
+        on_progress=on_progress, stop_event=stop_event, resume=resume,
+    )  # fmt: skip
+    try:
+        summary = setup.loop.run(setup.state, setup.provenance)
+    except BaseException:
+        _close_quietly(setup.checkpointer)
+        raise
+    setup.checkpointer.close()
+    return summary
+
+
+@dataclass
+class TrainSetup:
+    """Everything the loop needs, built: the loop, the (restored) state, its checkpointer, provenance."""
+
+    loop: _Loop
+    state: Any
+    checkpointer: Checkpointer
+    provenance: dict[str, Any]
+
+
+def setup_train_loop(
+    run: LoadedRun,
+    *,
+    artifacts_uri: str,
+    checkpoint_uri: str,
+    termination_log: str | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+    resume: str | None = None,
+) -> TrainSetup:
+    """Devices and mesh, tokenizer and data, model and train state (pretrained or fresh), the jitted
+    step, the exporter, checkpoints (restored when there is one to resume) and the artifacts writer."""
     spec = run.spec
     if spec.mode != Mode.TRAIN:
         raise ConfigError(f"spec.mode: tunix-train runs Train mode, got {spec.mode.value} (use tunix-bench)")
@@ -131,12 +166,10 @@ def train(
             state = restored.state
             loop.resume_from(restored.step, restored.meta)
         provenance = make_provenance(run, devices, model_cfg, data.checksum)
-        summary = loop.run(state, provenance)
     except BaseException:
         _close_quietly(checkpointer)
         raise
-    checkpointer.close()
-    return summary
+    return TrainSetup(loop, state, checkpointer, provenance)
 
 
 @dataclass
