@@ -3,7 +3,7 @@
 # (tests/cluster/go.mod): kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (all
 # k8s.io/kubernetes v1.37.2), etcd (go.etcd.io/etcd/server/v3) and helm (helm.sh/helm/v4).
 # Output: $TUNIX_CLUSTER_BIN (default .cache/cluster-bin), with a stamp naming the go.mod it was built
-# from, so a warm call returns at once. Cold: ~25-35 min on 2 cores; warm: under a second.
+# from, so a warm call returns at once. Cold: ~23 min on 2 cores (docs/TESTING.md); warm: under a second.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="${TUNIX_CLUSTER_BIN:-$root/.cache/cluster-bin}"
@@ -16,7 +16,7 @@ if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   [[ -f "$stamp" ]] && exit 0
 fi
 command -v go >/dev/null || { echo "build_cluster: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
-echo "build_cluster: building the control plane into $out (first build: about 30 minutes on 2 cores;" \
+echo "build_cluster: building the control plane into $out (first build: about 25 minutes on 2 cores;" \
      "later builds reuse ~/.cache/go-build and take seconds)" >&2
 start=$SECONDS
 mkdir -p "$out"
