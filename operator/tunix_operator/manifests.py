@@ -34,8 +34,6 @@ POD_FAILURE_POLICY = {
                                               "values": [0]}},
     ]
 }  # fmt: skip
-# <run>-<attempt>-<index> is a pod hostname (<= 63 chars): leave room for both numbers.
-MAX_RUN_NAME_LENGTH = 45
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tunix_api.exit_codes import ExitClass, classify_exit_code, exit_reason
+from tunix_operator.conditions import parse_time
 from tunix_operator.manifests import COMPLETION_INDEX_ANNOTATION, CONTAINER_NAME, LABEL_ATTEMPT
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"})
@@ -118,9 +119,9 @@ def _grace_seconds(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> int:
     return DEFAULT_GRACE_SECONDS
 
 
-def stop_due(pod: PodView, parse_time: Any) -> datetime | None:
+def stop_due(pod: PodView) -> datetime | None:
     """When a pod that was told to stop must have stopped (grace period plus a margin); None if it was
-    not told to stop. ``parse_time`` parses the API's RFC 3339 times."""
+    not told to stop."""
     margin = timedelta(seconds=STOP_MARGIN_SECONDS)
     if (deleted := parse_time(pod.deletion_time)) is not None:
         return deleted + margin  # the deletionTimestamp already lies one grace period ahead

@@ -320,7 +320,7 @@ class _Reconcile:
         lingering = [p for p in self.pods if p.attempt != attempt and not p.terminal]
         if not lingering:
             return False
-        due = [stop_due(p, cond.parse_time) for p in lingering]
+        due = [stop_due(p) for p in lingering]
         job = self.observed.job
         if None in due and job is not None and not (job.get("metadata") or {}).get("deletionTimestamp"):
             self.actions.append(DeleteJob(job["metadata"]["name"], "Superseded"))
