@@ -180,6 +180,7 @@ class ControlPlane:
         self.admin_cert = self.ca.issue("tunix-test-admin", organization="system:masters")
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
         self.audit_log = self.logs_dir / "audit.jsonl"
+        self.keep_logs = False  # set when a test failed: the fixture copies the logs somewhere lasting
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, timeout: float = 120) -> ControlPlane:

@@ -78,7 +78,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
-        if getattr(plane, "keep_logs", False):
+        if plane.keep_logs:
             kept = plane.copy_logs(LOGS_KEPT / time.strftime("%Y%m%d-%H%M%S"))
             print(f"\ncontrol-plane logs of this failed session: {kept}")
 
@@ -91,7 +91,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and "control_plane" in getattr(item, "fixturenames", ()):
         plane = item.funcargs.get("control_plane") if hasattr(item, "funcargs") else None
         if isinstance(plane, ControlPlane):
-            plane.keep_logs = True  # type: ignore[attr-defined]
+            plane.keep_logs = True
             report.sections.append(("control plane", f"logs: {plane.logs_dir} (kept under {LOGS_KEPT})"))
 
 
