@@ -24,6 +24,13 @@ SHIM = pathlib.Path(__file__).with_name("podshim.py")
 START_ERROR_EXIT = 128  # podshim's exit code when exec fails (runc's StartError)
 
 
+def shim_command(spec_path: pathlib.Path) -> list[str]:
+    """The container's first process: the shim, in a private mount and UTS namespace."""
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    return [unshare, "--mount", "--uts", "--propagation", "private", "--",
+            sys.executable, "-I", "-S", str(SHIM), str(spec_path)]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Exit:
     """How a container ended: exit code, reason, the raw termination message, when."""
@@ -125,20 +132,7 @@ class ProcessContainer:
         }
         spec_path = directory / "shim.json"
         spec_path.write_text(json.dumps(spec, indent=1))
-        unshare = shutil.which("unshare") or "/usr/bin/unshare"
-        command = [
-            unshare,
-            "--mount",
-            "--uts",
-            "--propagation",
-            "private",
-            "--",
-            sys.executable,
-            "-I",
-            "-S",
-            str(SHIM),
-            str(spec_path),
-        ]
+        command = shim_command(spec_path)
         self.started_at = now()
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(

@@ -10,13 +10,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import threading
 
 import pytest
 
 from tests.cluster import podenv, podnet, podstatus, volumes
-from tests.cluster.containers import SHIM
+from tests.cluster.containers import shim_command
 from tests.cluster.nodes import NOT_READY_TAINT, Node, node_manifest, node_status, without_taint
 from tests.cluster.podstatus import ContainerState
 from tests.cluster.provisioner import STORAGE_CLASS, storage_class_manifest, volume_manifest
@@ -393,19 +392,7 @@ needs_namespaces = pytest.mark.skipif(
 def _run_shim(tmp_path: pathlib.Path, spec: dict, path: str) -> subprocess.CompletedProcess:
     spec = {"scratch": str(tmp_path), "startError": str(tmp_path / "start-error"), **spec}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    command = [
-        "unshare",
-        "--mount",
-        "--uts",
-        "--propagation",
-        "private",
-        "--",
-        sys.executable,
-        "-I",
-        "-S",
-        str(SHIM),
-        str(tmp_path / "spec.json"),
-    ]
+    command = shim_command(tmp_path / "spec.json")
     return subprocess.run(command, capture_output=True, text=True, env={"PATH": path})
 
 
