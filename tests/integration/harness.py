@@ -114,9 +114,10 @@ def wait_for(fn: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
         try:
             last = fn()
         except (kubernetes.client.ApiException, LookupError, KeyError) as exc:
-            last = exc
-        if last:
-            return last
+            last = exc  # an exception is truthy: it is kept for the error, never returned
+        else:
+            if last:
+                return last
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what or fn}: last value {last!r}")
 
