@@ -7,7 +7,8 @@
 
 Each case is ``PRESET:bBATCH:tSEQ`` followed by optional ``:key=value`` items: ``accum=N``
 (gradAccumSteps), ``ckpt=N`` (``--checkpoint-cost N``), ``profile=1`` (``--profile``, summarised
-with ``tools/profile_summary.py``), and any
+with ``tools/profile_summary.py``), ``pretrained=DIR`` (``spec.model.pretrained.uri``: the shape
+from that Hugging Face directory's config.json; PRESET is then only the case's label), and any
 UPPER-CASE name as an environment variable of that run only (``XLA_FLAGS=...``). Every case runs
 ``examples/benchmark.yaml`` with those fields replaced, in its own process (so compile caches and
 XLA flags never leak between cases). Output in ``DIR``: ``sweep.jsonl`` (one line per case: the
@@ -43,6 +44,7 @@ class Case:
     accum: int = 1
     checkpoint_saves: int = 0
     profile: bool = False
+    pretrained: str | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -65,6 +67,8 @@ def parse_case(text: str) -> Case:
             case.checkpoint_saves = int(value)
         elif key == "profile":
             case.profile = value not in ("0", "false")
+        elif key == "pretrained":
+            case.pretrained = value
         elif key.isupper():
             case.env[key] = value
         else:
@@ -76,7 +80,10 @@ def case_config(case: Case, device: str) -> dict:
     run = yaml.safe_load(BASE_CONFIG.read_text())
     run["spec"]["device"] = {"kind": device}
     run["metadata"]["name"] = f"bench-{case.preset}"
-    run["spec"]["model"] = {"preset": case.preset}
+    if case.pretrained:  # the model's shape from its config.json (weights are not read)
+        run["spec"]["model"] = {"pretrained": {"uri": case.pretrained}}
+    else:
+        run["spec"]["model"] = {"preset": case.preset}
     training = run["spec"]["training"]
     training.update(batchSize=case.batch, seqLen=case.seq, gradAccumSteps=case.accum)
     return run
