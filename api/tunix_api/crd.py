@@ -92,6 +92,9 @@ PRINTER_COLUMNS: list[PrinterColumn] = [
         "Tokens/s", ".status.progress.tokensPerSecond", "number", description="Training throughput."
     ),
     PrinterColumn("Restarts", ".status.restarts", "integer", description="Failed attempts retried."),
+    PrinterColumn(
+        "Eval Loss", ".status.progress.evalLoss", "number", description="Latest held-out evaluation loss."
+    ),
     PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
     PrinterColumn("Mode", ".spec.mode", priority=1),
     PrinterColumn("Preset", ".spec.model.preset", priority=1),

@@ -24,6 +24,8 @@ from tunix_api.training import (
     CheckpointSpec,
     DatasetSpec,
     DeviceSpec,
+    EvaluationSpec,
+    ExportSpec,
     MetricsSpec,
     ModelSpec,
     ObjectName,
@@ -169,6 +171,14 @@ class TunixRunSpec(ApiModel):
     checkpoint: CheckpointSpec = Field(
         default_factory=CheckpointSpec, description="Checkpoint location, interval, retention, resume."
     )
+    evaluation: EvaluationSpec | None = Field(
+        None,
+        description="Held-out evaluation during and after training (eval records in metrics.jsonl, "
+        "status.progress.evalLoss, summary.bestEvalLoss); Train mode only.",
+    )
+    export: ExportSpec = Field(
+        default_factory=ExportSpec, description="What is exported at the end of a Train run."
+    )
     storage: StorageSpec = Field(
         default_factory=StorageSpec,
         description="Where metrics.jsonl, progress.json and summary.json go, and how to reach it.",
@@ -255,6 +265,10 @@ class TunixRunSpec(ApiModel):
             raise ValueError(
                 "model.pretrained needs the model's tokenizer: set dataset.tokenizer.kind to huggingface"
             )
+        if self.checkpoint.keep_best and self.evaluation is None:
+            raise ValueError("checkpoint.keepBest needs spec.evaluation")
+        if self.export.merge_adapters and self.training.lora is None:
+            raise ValueError("export.mergeAdapters needs training.lora")
         return self
 
 
@@ -275,6 +289,18 @@ cel(
     "!has(self.model) || !has(self.model.pretrained) || !has(self.dataset) "
     "|| (has(self.dataset.tokenizer) && self.dataset.tokenizer.kind != 'byte')",
     "model.pretrained needs the model's tokenizer: set dataset.tokenizer.kind to huggingface",
+)
+cel(
+    "TunixRunSpec",
+    "!has(self.checkpoint) || !has(self.checkpoint.keepBest) || !self.checkpoint.keepBest "
+    "|| has(self.evaluation)",
+    "checkpoint.keepBest needs spec.evaluation",
+)
+cel(
+    "TunixRunSpec",
+    "!has(self.export) || !has(self.export.mergeAdapters) || !self.export.mergeAdapters "
+    "|| has(self.training.lora)",
+    "export.mergeAdapters needs training.lora",
 )
 
 
@@ -314,6 +340,10 @@ class Progress(OpenModel):
     loss: float | None = Field(None, description="Training loss (mean token cross-entropy) at step.")
     tokens_per_second: float | None = Field(None, description="Training throughput at step, tokens/s.")
     eta_seconds: float | None = Field(None, description="Estimated seconds until the last step.")
+    eval_loss: float | None = Field(
+        None, description="Latest held-out evaluation loss (spec.evaluation), mean over target tokens."
+    )
+    eval_step: int | None = Field(None, description="Step of evalLoss.")
     updated_at: str | None = Field(None, description="When the trainer wrote this progress (RFC 3339, UTC).")
     restored_from: int | None = Field(
         None,
@@ -328,6 +358,11 @@ class Summary(OpenModel):
     final_loss: float | None = Field(None, description="Loss at the last step.")
     best_loss: float | None = Field(None, description="Lowest finite loss recorded.")
     best_step: int | None = Field(None, description="Step of bestLoss.")
+    final_eval_loss: float | None = Field(
+        None, description="Held-out evaluation loss after the last step (spec.evaluation)."
+    )
+    best_eval_loss: float | None = Field(None, description="Lowest evaluation loss of the run.")
+    best_eval_step: int | None = Field(None, description="Step of bestEvalLoss.")
     total_steps: int | None = Field(None, description="Last step trained.")
     total_tokens: int | None = Field(None, description="Tokens trained on, over all steps and attempts.")
     avg_tokens_per_second: float | None = Field(

@@ -254,6 +254,65 @@ class LrDecay(enum.StrEnum):
     CONSTANT = "constant"
 
 
+class LoraTarget(enum.StrEnum):
+    """A projection of every block, by its Hugging Face (and PEFT) module name."""
+
+    Q_PROJ = "q_proj"
+    K_PROJ = "k_proj"
+    V_PROJ = "v_proj"
+    O_PROJ = "o_proj"
+    GATE_PROJ = "gate_proj"
+    UP_PROJ = "up_proj"
+    DOWN_PROJ = "down_proj"
+
+
+class LoraSpec(ApiModel):
+    """Low-rank adapters (LoRA): only they are trained, the model's own weights stay frozen."""
+
+    rank: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="Rank r of every adapter (default 8): each targeted projection W (in x out) gets "
+        "W + (alpha/r) A B with A in x r and B r x out; at most the smaller side of every targeted "
+        "projection (checked against the model's shape when the trainer starts, exit 2).",
+    )
+    alpha: float = Field(
+        16.0,
+        gt=0,
+        le=1_000_000,
+        description="Scale numerator: the adapters' output is multiplied by alpha/rank (default 16).",
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Dropout on the adapters' input while training (default 0), as PEFT's lora_dropout; "
+        "never at evaluation. In [0, 1).",
+    )
+    target_modules: list[LoraTarget] = Field(
+        default_factory=lambda: [LoraTarget.Q_PROJ, LoraTarget.V_PROJ],
+        min_length=1,
+        max_length=7,
+        description="Projections that get adapters, in every block (default q_proj and v_proj, as "
+        "PEFT for Llama): q_proj, k_proj, v_proj, o_proj (attention), gate_proj, up_proj, down_proj "
+        "(MLP). Each at most once.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> LoraSpec:
+        if len(set(self.target_modules)) != len(self.target_modules):
+            raise ValueError("lora.targetModules must name each module at most once")
+        return self
+
+
+cel(
+    "LoraSpec",
+    "!has(self.targetModules) || self.targetModules.all(m, self.targetModules.exists_one(x, x == m))",
+    "lora.targetModules must name each module at most once",
+)
+
+
 class TrainingSpec(ApiModel):
     """Optimisation: how long, the batch shape, AdamW and its learning-rate schedule."""
 
@@ -324,6 +383,14 @@ class TrainingSpec(ApiModel):
     )
     param_dtype: Dtype = Field(
         Dtype.FLOAT32, description="Parameters and optimizer state: float32 (default) or bfloat16."
+    )
+    lora: LoraSpec | None = Field(
+        None,
+        description="Fine-tune with low-rank adapters (LoRA) instead of all weights: only the adapters "
+        "are trained and have optimizer state; checkpoints hold them (the frozen weights come from "
+        "the model again on resume); the export is a PEFT adapter (and, with "
+        "export.mergeAdapters, the merged model). The frozen weights are held in paramDtype "
+        "(bfloat16 halves them), the adapters and their optimizer state in float32.",
     )
 
     @model_validator(mode="after")
@@ -423,10 +490,72 @@ class CheckpointSpec(ApiModel):
         "Nth checkpoint save (replacing the previous export). The export after the last step "
         "always happens.",
     )
+    keep_best: bool = Field(
+        False,
+        description="Also keep the checkpoint of the lowest evaluation loss (in <uri>/best, beside "
+        "the newest maxToKeep) and export it at the end instead of the last step's model "
+        "(default false). Needs spec.evaluation.",
+    )
     volume: CheckpointVolumeSpec | None = Field(
         None,
         description="A PersistentVolumeClaim mounted at /checkpoints in the trainer pods, so "
         "checkpoints outlive pods; unused by the trainer when uri is set.",
+    )
+
+
+class EvaluationSpec(ApiModel):
+    """Held-out evaluation: the mean loss over target tokens of data the model does not train on."""
+
+    dataset_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Evaluation data: a JSONL file in the training dataset's format, read with its "
+        "tokenizer, packing and seqLen (a path, or a file://, s3://, gs:// URI). Exactly one of "
+        "datasetUri and holdOutFraction.",
+    )
+    hold_out_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Evaluate on this fraction of the training dataset's records instead, held out "
+        "of training (a deterministic split by record: the same records for a given file and seed, "
+        "never also trained on). In (0, 1).",
+    )
+    every_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Evaluate every N optimizer steps; evaluation also runs once after the last step "
+        "(default: only then).",
+    )
+    max_batches: int | None = Field(
+        None,
+        ge=1,
+        description="Evaluate at most this many batches (of batchSize / gradAccumSteps sequences) "
+        "each time; default: the whole evaluation set.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvaluationSpec:
+        if (self.dataset_uri is None) == (self.hold_out_fraction is None):
+            raise ValueError("evaluation needs exactly one of datasetUri or holdOutFraction")
+        return self
+
+
+cel(
+    "EvaluationSpec",
+    "has(self.datasetUri) != has(self.holdOutFraction)",
+    "evaluation needs exactly one of datasetUri or holdOutFraction",
+)
+
+
+class ExportSpec(ApiModel):
+    """What the trainer exports at the end of a Train run (to <artifacts>/model/)."""
+
+    merge_adapters: bool = Field(
+        False,
+        description="With training.lora: also write the model with the adapters merged into its "
+        "weights, in Hugging Face format, to <artifacts>/model/ (default false: the PEFT adapter "
+        "in <artifacts>/adapter/ only). Needs training.lora.",
     )
 
 

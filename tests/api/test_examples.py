@@ -250,6 +250,32 @@ SCHEMA_REJECTIONS = [
         _set("spec.checkpoint.volume", {"claimName": "c" * 254}),
         "spec.checkpoint.volume.claimName: Too long: may not be more than 253 bytes",
     ),
+    # LoRA and evaluation (issue 11)
+    (
+        "lora-rank-zero",
+        _set("spec.training.lora", {"rank": 0}),
+        "spec.training.lora.rank in body should be greater than or equal to 1",
+    ),
+    (
+        "lora-unknown-target",
+        _set("spec.training.lora", {"targetModules": ["qkv_proj"]}),
+        'spec.training.lora.targetModules[0]: Unsupported value: "qkv_proj"',
+    ),
+    (
+        "lora-no-target",
+        _set("spec.training.lora", {"targetModules": []}),
+        "spec.training.lora.targetModules in body should have at least 1 items",
+    ),
+    (
+        "hold-out-zero",
+        _set("spec.evaluation", {"holdOutFraction": 0}),
+        "spec.evaluation.holdOutFraction in body should be greater than 0",
+    ),
+    (
+        "hold-out-one",
+        _set("spec.evaluation", {"holdOutFraction": 1}),
+        "spec.evaluation.holdOutFraction in body should be less than 1",
+    ),
 ]
 
 
@@ -282,6 +308,14 @@ CEL_REJECTIONS = {
     "checkpoint.volume needs exactly one of claimName or size": _set(
         "spec.checkpoint.volume", {"claimName": "data", "size": "10Gi"}
     ),
+    "lora.targetModules must name each module at most once": _set(
+        "spec.training.lora", {"targetModules": ["q_proj", "v_proj", "q_proj"]}
+    ),
+    "evaluation needs exactly one of datasetUri or holdOutFraction": _set(
+        "spec.evaluation", {"datasetUri": "eval.jsonl", "holdOutFraction": 0.1}
+    ),
+    "checkpoint.keepBest needs spec.evaluation": _set("spec.checkpoint.keepBest", True),
+    "export.mergeAdapters needs training.lora": _set("spec.export", {"mergeAdapters": True}),
     MULTI_HOST_NAME_MESSAGE: _all(
         _set("metadata.name", "0-multi"), _set("spec.accelerator", {"type": "nvidia.com/gpu", "hosts": 2})
     ),
