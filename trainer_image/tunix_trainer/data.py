@@ -11,28 +11,33 @@ This module needs NumPy and fsspec only (no JAX).
 from __future__ import annotations
 
 import hashlib
-import itertools
-import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tunix_api.manifest_yaml import lone_surrogate
-from tunix_api.training import DatasetFormat, DatasetSpec
+from tunix_api.training import DatasetSpec
 from tunix_trainer.artifact_io import open_uri, resolve_uri
+from tunix_trainer.data_eval import EvalBatches, held_out_indices, training_indices
+from tunix_trainer.data_records import DataError, parse_records, tokenize_documents
 
 if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
 
 _CHUNK = 1 << 20
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the only line breaks a JSON text cannot hold raw
-
-
-class DataError(Exception):
-    """The dataset is unreadable, malformed or too small (the trainer exits with DATA_ERROR)."""
+__all__ = [
+    "Batch",
+    "BatchIterator",
+    "DataError",
+    "EvalBatches",
+    "SyntheticBatches",
+    "dataset_checksum",
+    "held_out_indices",
+    "open_uri",
+    "parse_records",
+    "resolve_uri",
+]
 
 
 def dataset_checksum(uri: str, storage_options: dict[str, Any] | None = None) -> str:
@@ -42,104 +47,6 @@ def dataset_checksum(uri: str, storage_options: dict[str, Any] | None = None) ->
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
-
-
-# --- pure parsing and tokenization -------------------------------------------------------------
-
-_KEYS = {DatasetFormat.TEXT: ("text",), DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion")}
-
-
-def _detect_format(record: dict[str, Any], where: str) -> DatasetFormat:
-    if "text" in record:
-        return DatasetFormat.TEXT
-    if "prompt" in record and "completion" in record:
-        return DatasetFormat.PROMPT_COMPLETION
-    raise DataError(f"{where}: record has neither a 'text' field nor 'prompt' and 'completion' fields")
-
-
-def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[tuple[str, str]]:
-    """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
-
-    ``fmt`` AUTO takes the kind of the first record; every record must then be of that kind.
-    Lines end at LF, CRLF or CR only (not at U+2028 and the other breaks ``str.splitlines`` knows,
-    which JSON strings may hold); a leading byte-order mark is dropped. Blank lines are skipped;
-    extra fields are ignored. Raises ``DataError`` naming the line.
-    """
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: not UTF-8 text ({exc})") from None
-    records: list[tuple[str, str]] = []
-    kind = None if fmt == DatasetFormat.AUTO else fmt
-    first_line = 0
-    for lineno, line in enumerate(_LINE_BREAK.split(text), start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            reason = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column"
-            raise DataError(f"{where}: invalid JSON ({reason} at column {exc.colno})") from None
-        except RecursionError:
-            raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
-        except ValueError as exc:  # e.g. an integer of more than 4300 digits
-            raise DataError(f"{where}: invalid JSON ({exc})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-        if kind is None:
-            kind, first_line = _detect_format(record, where), lineno
-        keys = _KEYS[kind]
-        missing = [k for k in keys if k not in record]
-        if missing:
-            origin = f"detected from line {first_line}" if first_line else "from dataset.format"
-            raise DataError(
-                f"{where}: missing {', '.join(repr(k) for k in missing)}: records must all be "
-                f"{kind.value} records ({origin}), not a mix of kinds"
-            )
-        values = [record[k] for k in keys]
-        bad = [k for k, v in zip(keys, values, strict=True) if not isinstance(v, str)]
-        if bad:
-            raise DataError(f"{where}: field {bad[0]!r} must be a string")
-        for key, value in zip(keys, values, strict=True):
-            if (index := lone_surrogate(value)) is not None:
-                raise DataError(
-                    f"{where}: field {key!r} holds a lone surrogate (\\u{ord(value[index]):04x}) at "
-                    f"character {index + 1}: not Unicode text"
-                )
-        records.append(("", values[0]) if kind == DatasetFormat.TEXT else (values[0], values[1]))
-    if not records:
-        raise DataError(f"{source}: the dataset has no records")
-    return records
-
-
-def tokenize_documents(
-    records: list[tuple[str, str]], tokenizer: Tokenizer
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each record becomes ``bos + prompt + completion + eos``, or what the tokenizer's
-    ``encode_examples`` makes of it (a Hugging Face tokenizer: its own BOS rule and chat template).
-
-    Returns ``(tokens int32, weights uint8, offsets int64)``: all documents concatenated, a weight
-    per token saying whether predicting that token is trained (0 for bos and the prompt, 1 for the
-    completion or text and its eos), and document boundaries (``offsets[i]:offsets[i+1]``).
-    """
-    encode_examples = getattr(tokenizer, "encode_examples", None)
-    if encode_examples is not None:
-        examples = encode_examples(records)
-    else:
-        examples = [
-            (
-                [tokenizer.bos_id, *(tokenizer.encode(prompt) if prompt else [])],
-                [*tokenizer.encode(completion), tokenizer.eos_id],
-            )
-            for prompt, completion in records
-        ]
-    pieces = [ids for example in examples for ids in example]
-    lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
-    tokens = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int32, count=int(lengths.sum()))
-    weights = np.repeat(np.tile(np.asarray([0, 1], np.uint8), len(examples)), lengths)
-    offsets = np.concatenate([[0], np.cumsum(lengths.reshape(-1, 2).sum(axis=1))]).astype(np.int64)
-    return tokens, weights, offsets
 
 
 def epoch_order(n_docs: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -227,6 +134,7 @@ class BatchIterator:
         seed: int,
         storage_options: dict[str, Any] | None = None,
         base_dir: str | None = None,
+        hold_out_fraction: float = 0.0,
     ):
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
@@ -242,6 +150,9 @@ class BatchIterator:
         data = _read(self.uri, storage_options)
         self.checksum = "sha256:" + hashlib.sha256(data).hexdigest()
         records = parse_records(data, spec.format, self.uri)
+        keep = training_indices(len(records), hold_out_fraction)  # data_eval.EvalBatches has the rest
+        if keep is not None:
+            records = [records[i] for i in keep]
         self._tokens, self._weights, self._offsets = tokenize_documents(records, tokenizer)
         self.num_documents = len(records)
         self.num_tokens = int(self._tokens.size)

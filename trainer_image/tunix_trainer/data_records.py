@@ -1,0 +1,147 @@
+"""Dataset records: JSONL lines -> ``(prompt, completion)`` pairs -> token ids and loss weights.
+
+Pure functions (no I/O): the whole-file parser, the one-line parser the streaming sources use,
+and the tokenization of a group of records into one flat array. NumPy only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tunix_api.manifest_yaml import lone_surrogate
+from tunix_api.training import DatasetFormat
+
+if TYPE_CHECKING:
+    from tunix_trainer.tokenizer import Tokenizer
+
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the only line breaks a JSON text cannot hold raw
+Record = tuple[str, str]  # (prompt, completion); a text record is ("", text)
+
+_KEYS = {DatasetFormat.TEXT: ("text",), DatasetFormat.PROMPT_COMPLETION: ("prompt", "completion")}
+
+
+class DataError(Exception):
+    """The dataset is unreadable, malformed or too small (the trainer exits with DATA_ERROR)."""
+
+
+def detect_format(record: Any, where: str) -> DatasetFormat:
+    """The kind of one decoded record (AUTO takes the kind of a dataset's first record)."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if "text" in record:
+        return DatasetFormat.TEXT
+    if "prompt" in record and "completion" in record:
+        return DatasetFormat.PROMPT_COMPLETION
+    raise DataError(f"{where}: record has neither a 'text' field nor 'prompt' and 'completion' fields")
+
+
+def decode_json(line: str, where: str) -> Any:
+    """``json.loads`` with the error named by ``where`` (``file:line``)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        reason = exc.msg.removesuffix(" at")  # "Unterminated string starting at" + " at column"
+        raise DataError(f"{where}: invalid JSON ({reason} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(f"{where}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DataError(f"{where}: invalid JSON ({exc})") from None
+
+
+def record_values(record: Any, kind: DatasetFormat, where: str, origin: str) -> Record:
+    """``(prompt, completion)`` of a decoded record of ``kind`` (``origin`` says where the kind came
+    from, for the mixed-kinds error)."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    keys = _KEYS[kind]
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise DataError(
+            f"{where}: missing {', '.join(repr(k) for k in missing)}: records must all be "
+            f"{kind.value} records ({origin}), not a mix of kinds"
+        )
+    values = [record[k] for k in keys]
+    bad = [k for k, v in zip(keys, values, strict=True) if not isinstance(v, str)]
+    if bad:
+        raise DataError(f"{where}: field {bad[0]!r} must be a string")
+    for key, value in zip(keys, values, strict=True):
+        if (index := lone_surrogate(value)) is not None:
+            raise DataError(
+                f"{where}: field {key!r} holds a lone surrogate (\\u{ord(value[index]):04x}) at "
+                f"character {index + 1}: not Unicode text"
+            )
+    return ("", values[0]) if kind == DatasetFormat.TEXT else (values[0], values[1])
+
+
+def parse_records(data: bytes, fmt: DatasetFormat, source: str) -> list[Record]:
+    """JSONL bytes -> ``(prompt, completion)`` pairs; a text record is ``("", text)``.
+
+    ``fmt`` AUTO takes the kind of the first record; every record must then be of that kind.
+    Lines end at LF, CRLF or CR only (not at U+2028 and the other breaks ``str.splitlines`` knows,
+    which JSON strings may hold); a leading byte-order mark is dropped. Blank lines are skipped;
+    extra fields are ignored. Raises ``DataError`` naming the line.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source}: not UTF-8 text ({exc})") from None
+    records: list[Record] = []
+    kind = None if fmt == DatasetFormat.AUTO else DatasetFormat(fmt)
+    origin = "from dataset.format"
+    for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        record = decode_json(line, where)
+        if kind is None:
+            kind, origin = detect_format(record, where), f"detected from line {lineno}"
+        records.append(record_values(record, kind, where, origin))
+    if not records:
+        raise DataError(f"{source}: the dataset has no records")
+    return records
+
+
+def encode_records(
+    records: Sequence[Record], tokenizer: Tokenizer
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each record becomes ``bos + prompt + completion + eos``, or what the tokenizer's
+    ``encode_examples`` makes of it (a Hugging Face tokenizer: its own BOS rule and chat template;
+    the whole group encoded in one batch call).
+
+    Returns ``(tokens int32, weights uint8, lengths int64)``: the records' tokens concatenated, a
+    weight per token saying whether predicting that token is trained (0 for bos and the prompt, 1
+    for the completion or text and its eos), and each record's token count.
+    """
+    encode_examples = getattr(tokenizer, "encode_examples", None)
+    if encode_examples is not None:
+        examples = encode_examples(records)
+    else:
+        examples = [
+            (
+                [tokenizer.bos_id, *(tokenizer.encode(prompt) if prompt else [])],
+                [*tokenizer.encode(completion), tokenizer.eos_id],
+            )
+            for prompt, completion in records
+        ]
+    pieces = [ids for example in examples for ids in example]
+    piece_lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
+    tokens = (
+        np.concatenate([np.asarray(ids, dtype=np.int32) for ids in pieces])
+        if pieces
+        else np.zeros(0, np.int32)
+    )
+    weights = np.repeat(np.tile(np.asarray([0, 1], np.uint8), len(examples)), piece_lengths)
+    return tokens, weights, piece_lengths.reshape(-1, 2).sum(axis=1)
+
+
+def tokenize_documents(
+    records: Sequence[Record], tokenizer: Tokenizer
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``encode_records`` with document boundaries as offsets (``offsets[i]:offsets[i+1]``)."""
+    tokens, weights, lengths = encode_records(records, tokenizer)
+    return tokens, weights, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -1,0 +1,526 @@
+"""Random access to the records of a dataset of any size: one file, a directory or a glob of shards.
+
+A shard is JSONL (``.jsonl``, or any other name given as one file), compressed JSONL
+(``.jsonl.gz``, ``.jsonl.zst``) or Parquet (``.parquet``: a ``text`` column, or ``prompt`` and
+``completion`` columns), on any fsspec filesystem (local, file://, s3://, gs://, memory://).
+
+JSONL is read through a line index: the byte offset of every non-blank line, found in one pass
+over the shard (which also hashes it) and cached in a local directory keyed by the shard's URI,
+size and modification stamp (``TUNIX_DATA_CACHE``, default ``~/.cache/tunix-rt/data``; point it
+at the checkpoint volume to keep it across pod restarts). Record ``i`` is then one ranged read.
+A compressed shard cannot be read at an offset, so it is decompressed once into that cache and
+indexed there. Parquet needs no index (its row groups are counted in the footer); a record read
+loads its row group (the last two are kept).
+
+``RecordSource`` is what Grain calls a random-access data source (``__len__``, ``__getitem__``)
+and pickles into worker processes: open files are per process and never pickled. A shard that
+changes or disappears while training is a ``DataError`` naming it, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tunix_api.training import DatasetFormat
+from tunix_trainer.artifact_io import is_local, open_fs, resolve_uri
+from tunix_trainer.data_records import (
+    LINE_BREAK,
+    DataError,
+    Record,
+    decode_json,
+    detect_format,
+    record_values,
+)
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst")
+PARQUET_SUFFIXES = (".parquet",)
+SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES
+INDEX_VERSION = 1
+_CHUNK = 4 << 20
+_BOM = b"\xef\xbb\xbf"
+# Bytes that make a line blank: JSON whitespace and the other ASCII ones str.strip() drops.
+_NOT_BLANK = np.ones(256, dtype=bool)
+_NOT_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = False
+
+
+def cache_dir() -> str:
+    """The local directory of line indexes and decompressed shards."""
+    return os.environ.get("TUNIX_DATA_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "tunix-rt", "data"
+    )
+
+
+def list_shards(uri: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """The shard URIs of ``uri``: the file itself, a directory's shard files (by suffix, sorted,
+    recursively), or a glob's matches (sorted). ``DataError`` when there is none."""
+    try:
+        fs, path = open_fs(uri, storage_options)
+        if any(ch in path for ch in "*?["):
+            paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
+        elif fs.isdir(path):
+            paths = sorted(p for p in fs.find(path) if p.endswith(SHARD_SUFFIXES))
+        elif fs.isfile(path):
+            paths = [path]
+        else:
+            raise FileNotFoundError(path)
+    except (OSError, ValueError, ImportError) as exc:
+        raise DataError(f"cannot read dataset {uri}: {exc}") from exc
+    if not paths:
+        raise DataError(f"{uri}: no dataset shards (files ending in {', '.join(SHARD_SUFFIXES)})")
+    return [p if is_local(fs) else fs.unstrip_protocol(p) for p in paths]
+
+
+def shard_kind(uri: str) -> str:
+    """``parquet``, ``gz``, ``zst`` or ``jsonl`` (any other name is read as JSONL)."""
+    name = uri.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    for suffix in ("gz", "zst"):
+        if name.endswith("." + suffix):
+            if not name.endswith(COMPRESSED_SUFFIXES):
+                raise DataError(f"{uri}: compressed shards must be JSONL ({', '.join(COMPRESSED_SUFFIXES)})")
+            return suffix
+    if name.endswith((".bz2", ".xz", ".lz4", ".zip", ".tar", ".tgz")):
+        raise DataError(f"{uri}: compression {name.rsplit('.', 1)[-1]!r} is not supported; use .gz or .zst")
+    return "jsonl"
+
+
+# --- the line index ----------------------------------------------------------------------------------
+
+
+def line_starts(chunks: Iterable[bytes]) -> tuple[np.ndarray, int, str]:
+    """(offsets of the non-blank lines, total bytes, sha256 hex) of a byte stream given as chunks.
+
+    Lines end at LF, CRLF or CR (as ``data_records.parse_records`` splits them); a leading UTF-8
+    byte-order mark is skipped. Flat memory: one chunk at a time.
+    """
+    digest = hashlib.sha256()
+    scan = _LineScan()
+    carry, at_start = b"", True
+    for raw in chunks:
+        digest.update(raw)
+        data = carry + raw
+        if at_start:
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                carry = data
+                continue
+            if data.startswith(_BOM):
+                scan.line_start = len(_BOM)
+            at_start = False
+        carry = b""
+        if data.endswith(b"\r"):  # maybe the first half of a CRLF: decide with the next chunk
+            data, carry = data[:-1], b"\r"
+        scan.feed(data)
+    scan.feed(carry)  # at the end a lone CR is a line break
+    return scan.finish(), scan.base, digest.hexdigest()
+
+
+@dataclass
+class _LineScan:
+    """The state of ``line_starts`` between chunks."""
+
+    base: int = 0  # absolute offset of the next chunk
+    line_start: int = 0  # absolute offset of the line that runs into the next chunk
+    line_filled: bool = False  # whether that line has a non-blank byte so far
+    starts: list[np.ndarray] = field(default_factory=list)
+
+    def feed(self, data: bytes) -> None:
+        b = np.frombuffer(data, dtype=np.uint8)
+        lf = b == 10
+        breaks = np.flatnonzero(lf | ((b == 13) & ~np.append(lf[1:], False)))
+        cum = np.concatenate([[0], np.cumsum(_NOT_BLANK[b], dtype=np.int64)])
+        first = max(self.line_start - self.base, 0)
+        if breaks.size:
+            seg_starts = np.concatenate([[first], breaks[:-1] + 1])
+            nonblank = cum[breaks] - cum[np.minimum(seg_starts, breaks)] > 0
+            nonblank[0] |= self.line_filled
+            absolute = (seg_starts + self.base).astype(np.uint64)
+            absolute[0] = self.line_start
+            self.starts.append(absolute[nonblank])
+            self.line_start = self.base + int(breaks[-1]) + 1
+            self.line_filled = bool(cum[-1] - cum[breaks[-1] + 1] > 0)
+        else:
+            self.line_filled |= bool(cum[-1] - cum[min(first, b.size)] > 0)
+        self.base += b.size
+
+    def finish(self) -> np.ndarray:
+        if self.line_filled:
+            self.starts.append(np.asarray([self.line_start], dtype=np.uint64))
+        return np.concatenate(self.starts).astype(np.uint64) if self.starts else np.zeros(0, np.uint64)
+
+
+# --- shards --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard as indexed: where its records are read from and what it held."""
+
+    uri: str  # the shard as named by the dataset
+    kind: str  # jsonl | gz | zst | parquet
+    read_uri: str  # what is read: the shard, or its decompressed copy in the cache
+    size: int  # bytes of read_uri when indexed
+    sha256: str  # hex digest of the shard's own bytes (compressed, for a compressed shard)
+    num_records: int
+    starts: np.ndarray | None  # JSONL: offset of each record's line
+    row_groups: tuple[int, ...] = ()  # Parquet: rows per row group
+
+
+def _stat(uri: str, storage_options: dict[str, Any] | None) -> tuple[int, str]:
+    """(size, modification stamp) of a shard."""
+    fs, path = open_fs(uri, storage_options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise DataError(f"{uri}: dataset shard not found") from None
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot read dataset shard: {exc}") from exc
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("updated") or info.get("ETag") or ""
+    return int(info.get("size") or 0), str(stamp)
+
+
+def _cache_key(uri: str, size: int, stamp: str) -> str:
+    return hashlib.sha256(json.dumps([INDEX_VERSION, uri, size, stamp]).encode()).hexdigest()[:32]
+
+
+def _chunks(f: Any) -> Iterable[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _decompressed_chunks(kind: str, f: Any, digest: Any) -> Iterable[bytes]:
+    """The decompressed bytes of ``f``, hashing the compressed bytes into ``digest`` on the way."""
+
+    class _Hashing:
+        def read(self, n: int = -1) -> bytes:
+            data = f.read(n)
+            digest.update(data)
+            return data
+
+    if kind == "gz":
+        stream: Any = gzip.GzipFile(fileobj=_Hashing(), mode="rb")
+    else:
+        import zstandard
+
+        stream = zstandard.ZstdDecompressor().stream_reader(_Hashing(), read_across_frames=True)
+    with stream:
+        yield from _chunks(stream)
+
+
+def index_shard(uri: str, storage_options: dict[str, Any] | None = None) -> ShardInfo:
+    """The shard's index: read from the cache, or built in one pass and cached."""
+    kind = shard_kind(uri)
+    size, stamp = _stat(uri, storage_options)
+    key = _cache_key(uri, size, stamp)
+    directory = cache_dir()
+    index_path = os.path.join(directory, key + ".index.npz")
+    data_path = os.path.join(directory, key + ".jsonl") if kind in ("gz", "zst") else None
+    cached = _load_index(index_path, uri, kind, data_path)
+    if cached is not None:
+        return cached
+    try:
+        if kind == "parquet":
+            info = _index_parquet(uri, storage_options, size)
+        elif data_path is not None:
+            info = _index_compressed(uri, kind, storage_options, data_path)
+        else:
+            fs, path = open_fs(uri, storage_options)
+            with fs.open(path, "rb") as f:
+                starts, total, sha = line_starts(_chunks(f))
+            info = ShardInfo(uri, kind, uri, total, sha, len(starts), starts)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{uri}: cannot read dataset shard: {exc}") from exc
+    _save_index(index_path, info)
+    return info
+
+
+def _index_compressed(
+    uri: str, kind: str, storage_options: dict[str, Any] | None, data_path: str
+) -> ShardInfo:
+    """Decompress ``uri`` into ``data_path`` (the cache) and index the decompressed lines."""
+    os.makedirs(os.path.dirname(data_path), exist_ok=True)
+    digest = hashlib.sha256()
+    fs, path = open_fs(uri, storage_options)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(data_path), prefix=".tmp-", suffix=".part")
+    try:
+        with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
+
+            def copied() -> Iterable[bytes]:
+                for chunk in _decompressed_chunks(kind, f, digest):
+                    out.write(chunk)
+                    yield chunk
+
+            try:
+                starts, total, _ = line_starts(copied())
+            except (OSError, EOFError, ValueError) as exc:
+                raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
+            except Exception as exc:  # zstandard.ZstdError
+                raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
+        os.replace(tmp, data_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return ShardInfo(uri, kind, data_path, total, digest.hexdigest(), len(starts), starts)
+
+
+def _index_parquet(uri: str, storage_options: dict[str, Any] | None, size: int) -> ShardInfo:
+    import pyarrow.parquet as pq
+
+    fs, path = open_fs(uri, storage_options)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        for chunk in _chunks(f):
+            digest.update(chunk)
+    with fs.open(path, "rb") as f:
+        try:
+            meta = pq.ParquetFile(f).metadata
+        except Exception as exc:  # pyarrow.ArrowInvalid
+            raise DataError(f"{uri}: not a Parquet file ({exc})") from exc
+        groups = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+    return ShardInfo(uri, "parquet", uri, size, digest.hexdigest(), sum(groups), None, groups)
+
+
+def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> ShardInfo | None:
+    if not os.path.exists(index_path) or (data_path is not None and not os.path.exists(data_path)):
+        return None
+    try:
+        with np.load(index_path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            starts = z["starts"] if kind != "parquet" else None
+            if starts is not None:
+                starts = np.ascontiguousarray(starts, dtype=np.uint64)
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache entry is rebuilt
+    read_uri = data_path or uri
+    return ShardInfo(
+        uri,
+        kind,
+        read_uri,
+        meta["size"],
+        meta["sha256"],
+        meta["num_records"],
+        starts,
+        tuple(meta["row_groups"]),
+    )
+
+
+def _save_index(index_path: str, info: ShardInfo) -> None:
+    """Cache the index (best effort: an unwritable cache only costs the next start a rebuild)."""
+    meta = {
+        "size": info.size,
+        "sha256": info.sha256,
+        "num_records": info.num_records,
+        "row_groups": list(info.row_groups),
+    }
+    starts = info.starts if info.starts is not None else np.zeros(0, np.uint64)
+    try:
+        os.makedirs(os.path.dirname(index_path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(index_path), prefix=".tmp-", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, starts=starts, meta=np.asarray(json.dumps(meta)))
+        os.replace(tmp, index_path)
+    except OSError:
+        pass
+
+
+# --- reading records ---------------------------------------------------------------------------------
+
+
+class RecordSource:
+    """The records of a dataset in order: shards sorted by name, lines in file order.
+
+    ``source[i]`` is record ``i`` as ``(prompt, completion)``; errors name ``shard:line`` (JSONL)
+    or ``shard:row`` (Parquet). ``checksum`` identifies the content: the sha256 of the file for a
+    one-file dataset (as ``data.dataset_checksum``), else of the shards' names and digests.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        fmt: DatasetFormat = DatasetFormat.AUTO,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        base_dir: str | None = None,
+    ):
+        self.uri = resolve_uri(uri, base_dir)
+        self._options = storage_options
+        self.shards = [index_shard(s, storage_options) for s in list_shards(self.uri, storage_options)]
+        empty = [s.uri for s in self.shards if s.num_records == 0]
+        if empty:
+            raise DataError(f"{empty[0]}: the dataset shard has no records")
+        self._ends = np.cumsum([s.num_records for s in self.shards]).tolist()
+        if len(self.shards) == 1:
+            self.checksum = "sha256:" + self.shards[0].sha256
+        else:
+            listing = "".join(f"{_relative(s.uri, self.uri)} {s.sha256}\n" for s in self.shards)
+            self.checksum = "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
+        self._handles: dict[int, Any] = {}
+        self._groups: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self.format = DatasetFormat.AUTO
+        self._origin = "from dataset.format"
+        if fmt != DatasetFormat.AUTO:
+            self.format = DatasetFormat(fmt)
+        else:
+            raw, where = self._raw(0)
+            self.format = detect_format(raw, where)
+            self._origin = f"detected from {where}"
+
+    def __len__(self) -> int:
+        return self._ends[-1]
+
+    def __getitem__(self, index: int) -> Record:
+        raw, where = self._raw(int(index))
+        return record_values(raw, self.format, where, self._origin)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": {}, "_groups": OrderedDict()}
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            with contextlib.suppress(OSError):
+                handle.close() if hasattr(handle, "close") else os.close(handle)
+        self._handles.clear()
+        self._groups.clear()
+
+    # -- raw access --------------------------------------------------------------------------------
+    def _locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"record {index} of {len(self)}")
+        shard = bisect.bisect_right(self._ends, index)
+        return shard, index - (self._ends[shard - 1] if shard else 0)
+
+    def _raw(self, index: int) -> tuple[Any, str]:
+        """The decoded record ``index`` (JSON value or Parquet row) and where it came from."""
+        shard_index, local = self._locate(index)
+        shard = self.shards[shard_index]
+        if shard.kind == "parquet":
+            return self._parquet_row(shard_index, local)
+        assert shard.starts is not None
+        start = int(shard.starts[local])
+        end = int(shard.starts[local + 1]) if local + 1 < shard.num_records else shard.size
+        data = self._read(shard_index, start, end - start)
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{self._where(shard, start)}: not UTF-8 text ({exc})") from None
+        line = LINE_BREAK.split(line, maxsplit=1)[0]
+        return decode_json(line, self._where(shard, start)) if line.strip() else None, self._where(
+            shard, start
+        )
+
+    def _where(self, shard: ShardInfo, offset: int) -> str:
+        """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
+        return _LazyWhere(shard, offset, self._options)  # type: ignore[return-value]
+
+    def _read(self, shard_index: int, offset: int, length: int) -> bytes:
+        shard = self.shards[shard_index]
+        try:
+            handle = self._handles.get(shard_index)
+            if handle is None:
+                handle = self._handles[shard_index] = self._open(shard)
+            if isinstance(handle, int):
+                data = os.pread(handle, length, offset)
+            else:
+                handle.seek(offset)
+                data = handle.read(length)
+        except FileNotFoundError:
+            raise DataError(f"{shard.uri}: the dataset shard disappeared while training") from None
+        except OSError as exc:
+            raise DataError(f"{shard.uri}: cannot read dataset shard: {exc}") from exc
+        if len(data) != length:
+            raise DataError(
+                f"{shard.uri}: the dataset shard changed while training (read {len(data)} of {length} "
+                f"bytes at offset {offset}); restart the run to re-index it"
+            )
+        return data
+
+    def _open(self, shard: ShardInfo) -> Any:
+        fs, path = open_fs(shard.read_uri, None if shard.read_uri != shard.uri else self._options)
+        if is_local(fs):
+            fd = os.open(path, os.O_RDONLY)
+            if os.fstat(fd).st_size != shard.size:
+                os.close(fd)
+                raise DataError(
+                    f"{shard.uri}: the dataset shard changed since it was indexed; restart the run"
+                )
+            return fd
+        if fs.size(path) != shard.size:
+            raise DataError(f"{shard.uri}: the dataset shard changed since it was indexed; restart the run")
+        return fs.open(path, "rb", block_size=1 << 16, cache_type="readahead")
+
+    def _parquet_row(self, shard_index: int, local: int) -> tuple[Any, str]:
+        shard = self.shards[shard_index]
+        bounds = np.cumsum((0, *shard.row_groups))
+        group = int(np.searchsorted(bounds, local, side="right")) - 1
+        key = (shard_index, group)
+        table = self._groups.get(key)
+        if table is None:
+            import pyarrow.parquet as pq
+
+            try:
+                handle = self._handles.get(shard_index)
+                if handle is None:
+                    fs, path = open_fs(shard.uri, self._options)
+                    handle = self._handles[shard_index] = pq.ParquetFile(fs.open(path, "rb"))
+                table = handle.read_row_group(group).to_pydict()
+            except FileNotFoundError:
+                raise DataError(f"{shard.uri}: the dataset shard disappeared while training") from None
+            except Exception as exc:  # pyarrow errors
+                raise DataError(f"{shard.uri}: cannot read row group {group}: {exc}") from exc
+            self._groups[key] = table
+            while len(self._groups) > 2:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(key)
+        row = local - int(bounds[group])
+        return {name: values[row] for name, values in table.items()}, f"{shard.uri}:row {local + 1}"
+
+
+class _LazyWhere(str):
+    """``shard:line`` whose line number is counted from the file only when the text is used."""
+
+    def __new__(cls, shard: ShardInfo, offset: int, options: dict[str, Any] | None) -> _LazyWhere:
+        obj = super().__new__(cls, "")
+        obj._args = (shard, offset, options)  # type: ignore[attr-defined]
+        return obj
+
+    def __str__(self) -> str:
+        shard, offset, options = self._args  # type: ignore[attr-defined]
+        return f"{shard.uri}:{_line_number(shard, offset, options)}"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _line_number(shard: ShardInfo, offset: int, options: dict[str, Any] | None) -> int:
+    """1-based line number of the line starting at ``offset`` (LF, CRLF or CR breaks)."""
+    fs, path = open_fs(shard.read_uri, None if shard.read_uri != shard.uri else options)
+    count, prev_cr = 0, False
+    with fs.open(path, "rb") as f:
+        remaining = offset
+        while remaining > 0 and (chunk := f.read(min(_CHUNK, remaining))):
+            remaining -= len(chunk)
+            count += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+            count -= prev_cr and chunk.startswith(b"\n")
+            prev_cr = chunk.endswith(b"\r")
+    return count + 1
+
+
+def _relative(shard_uri: str, dataset_uri: str) -> str:
+    prefix = dataset_uri.rstrip("/") + "/"
+    return shard_uri[len(prefix) :] if shard_uri.startswith(prefix) else os.path.basename(shard_uri)
