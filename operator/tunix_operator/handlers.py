@@ -2,33 +2,48 @@
 
 One daemon per TunixRun owns its reconcile loop, so a run is never reconciled twice
 at once; Job/Pod events and spec changes only wake that daemon. Requeue delays
-(backoff, deadline, TTL, progress polling) are the daemon's sleep.
+(backoff, deadline, TTL, progress polling) are the daemon's sleep. The daemon reconciles
+from memory: kopf keeps its ``body`` current, and two indices hold every Job and pod of
+ours by (namespace, run), filled by watches that the API server filters by label.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import kopf
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from tunix_api.run import GROUP, PLURAL, VERSION
-from tunix_operator.manifests import LABEL_RUN
+from tunix_api.run import GROUP, PLURAL, TERMINAL_PHASES, VERSION
+from tunix_operator.cache import Children, slim_job, slim_pod
+from tunix_operator.manifests import LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY
 from tunix_operator.metrics import OperatorMetrics
 from tunix_operator.reconciler import Reconciler
 from tunix_operator.settings import OperatorSettings
 
 logger = logging.getLogger("tunix_operator")
 
+T = TypeVar("T")
 LoginFn = Callable[..., Any]
 TRANSIENT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 CHILD_EVENT_IDS = ("job-event", "pod-event")
+JOB_INDEX, POD_INDEX = "run_jobs", "run_pods"  # kopf passes each index by its handler id
+JOBS, PODS = ("batch", "v1", "jobs"), ("v1", "pods")
+# The API server sends only our children to the Job and pod watches.
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+# kopf logs the retries of its own API calls and handlers at ERROR; they are expected and retried.
+RETRY_MESSAGES = re.compile(
+    r"Request attempt \S+ failed; (will retry|TCP closed|SSL closed)|failed temporarily|will try again"
+)
 
 
 class QuietChildEvents(logging.Filter):
@@ -39,6 +54,41 @@ class QuietChildEvents(logging.Filter):
         return not any(message == f"Handler {hid!r} succeeded." for hid in CHILD_EVENT_IDS)
 
 
+class RetriesAsWarnings(logging.Filter):
+    """Log kopf's retried failures (an API request or a handler tried again) at WARNING, not ERROR."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and RETRY_MESSAGES.search(record.getMessage()):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class Workers:
+    """At most ``size`` reconciles at once, in a thread pool of that size; the others wait in a queue
+    whose depth the ``tunix_reconcile_queue_depth`` gauge shows."""
+
+    def __init__(self, size: int, metrics: OperatorMetrics) -> None:
+        self._executor = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="reconcile")
+        self._slots = asyncio.Semaphore(size)
+        self._metrics = metrics
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._metrics.queue_depth.inc()
+        try:
+            await self._slots.acquire()
+        finally:
+            self._metrics.queue_depth.dec()
+        self._metrics.in_flight.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._metrics.in_flight.dec()
+            self._slots.release()
+
+
+ChildrenFn = Callable[[], Children]
+
+
 class RunDaemons:
     """Per-run reconcile loops and their wake-up events."""
 
@@ -46,6 +96,7 @@ class RunDaemons:
         self.reconciler = reconciler
         self.metrics = metrics
         self.settings = settings
+        self.workers = Workers(settings.max_concurrent_reconciles, metrics)
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
 
     def poke(self, namespace: str | None, name: str | None) -> None:
@@ -54,14 +105,19 @@ class RunDaemons:
         if waker is not None:
             waker.set()
 
-    async def run(self, namespace: str, name: str, stopped: Any) -> None:
+    async def run(
+        self, namespace: str, name: str, body: Mapping[str, Any], children: ChildrenFn, stopped: Any
+    ) -> None:
+        """Reconcile ``body`` (kopf keeps it current) until the run goes: at once when poked, else at
+        the decision's requeue time or the resync interval; a finished run with nothing pending
+        (no TTL) waits for a poke only."""
         key = (namespace, name)
         waker = self._wakers.setdefault(key, asyncio.Event())
         failures = 0
         try:
             while not stopped:
                 waker.clear()
-                delay, failed = await self._reconcile(namespace, name)
+                delay, failed = await self._reconcile(body, children)
                 failures = failures + 1 if failed else 0
                 if failed:
                     delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
@@ -71,12 +127,16 @@ class RunDaemons:
         finally:
             self._wakers.pop(key, None)
             self.metrics.forget(namespace, name)
+            self.reconciler.forget(namespace, name)
 
-    async def _reconcile(self, namespace: str, name: str) -> tuple[float | None, bool]:
-        """(seconds until the next reconcile or None when the run is gone, whether it raised)."""
+    async def _reconcile(self, body: Mapping[str, Any], children: ChildrenFn) -> tuple[float | None, bool]:
+        """(seconds until the next reconcile (inf: only when poked) or None when the run is gone,
+        whether it raised)."""
+        snapshot = dict(body)  # kopf replaces the live body's content as events arrive
+        namespace, name = _names(snapshot)
         try:
             with self.metrics.timed():
-                result = await asyncio.to_thread(self.reconciler.reconcile, namespace, name)
+                result = await self.workers.run(self.reconciler.reconcile, snapshot, children())
         except TRANSIENT_ERRORS as exc:
             self.metrics.errors.inc()
             logger.warning("reconcile of %s/%s failed, will retry: %s", namespace, name, _short(exc))
@@ -84,37 +144,45 @@ class RunDaemons:
         except Exception as exc:  # a bug or a pathological object: fail this run, keep the others going
             self.metrics.errors.inc()
             logger.exception("reconcile of %s/%s raised", namespace, name)
-            return await self._fail(namespace, name, exc), True
+            return await self._fail(snapshot, exc), True
         if result is None:
             return None, False
         decision = result.decision
-        self.metrics.observe_phase(namespace, name, decision.status.get("phase"))
+        phase = decision.status.get("phase")
+        self.metrics.observe_phase(namespace, name, phase)
         for event in decision.events:
-            kopf.event(result.body, type=event.type, reason=event.reason, message=event.message)
+            kopf.event(dict(result.body), type=event.type, reason=event.reason, message=event.message)
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
+        if decision.requeue_after is None and phase in TERMINAL_PHASES:
+            return math.inf, False  # finished: nothing to do until a child or the spec changes
         delay = self.settings.resync_interval_seconds
         if decision.requeue_after is not None:
             delay = min(delay, decision.requeue_after)
         return delay, False
 
-    async def _fail(self, namespace: str, name: str, exc: Exception) -> float:
+    async def _fail(self, body: Mapping[str, Any], exc: Exception) -> float:
+        namespace, name = _names(body)
         message = f"the operator could not reconcile this run: {_short(exc)}"
         try:
-            body = await asyncio.to_thread(self.reconciler.kube.get_run, namespace, name)
-            if body is not None:
-                decision = await asyncio.to_thread(self.reconciler.fail, body, "OperatorError", message)
-                self.metrics.observe_phase(namespace, name, decision.status.get("phase"))
-                for event in decision.events:
-                    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            decision = await self.workers.run(self.reconciler.fail, body, "OperatorError", message)
+            self.metrics.observe_phase(namespace, name, decision.status.get("phase"))
+            for event in decision.events:
+                kopf.event(dict(body), type=event.type, reason=event.reason, message=event.message)
         except Exception:
             logger.exception("could not mark %s/%s Failed", namespace, name)
         return self.settings.resync_interval_seconds
 
 
+def _names(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
 async def _wait_any(waker: asyncio.Event, stopped: Any, timeout: float) -> None:
     tasks = {asyncio.ensure_future(waker.wait()), asyncio.ensure_future(stopped.wait())}
+    limit = None if math.isinf(timeout) else max(0.0, timeout)
     try:
-        await asyncio.wait(tasks, timeout=max(0.0, timeout), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
@@ -142,6 +210,8 @@ def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> 
     settings.peering.mandatory = not ours.standalone
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.label_selectors[JOBS] = CHILD_SELECTOR
+    settings.watching.label_selectors[PODS] = CHILD_SELECTOR
     # Watching named namespaces, the operator holds Roles there only (the chart's namespaced mode): it
     # may not list Namespaces or CRDs cluster-wide, and need not. Without this kopf retries the
     # forbidden listing nine times before falling back, stalling the start (seen on a real API server).
@@ -163,6 +233,7 @@ def build_registry(
     """
     registry = kopf.OperatorRegistry()
     daemons = RunDaemons(reconciler, metrics, settings)
+    reconciler.reads.observer = lambda result: metrics.storage_reads.labels(result=result).inc()
     runs = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="configure")
@@ -177,9 +248,31 @@ def build_registry(
         def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
             return kopf.login_via_client(**kwargs)
 
+    # kopf fills the indices from its initial listing before any daemon starts, and keeps them current.
+    @kopf.index(*JOBS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=JOB_INDEX)
+    async def run_jobs(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+        return {(namespace, labels[LABEL_RUN]): slim_job(body)}
+
+    @kopf.index(*PODS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=POD_INDEX)
+    async def run_pods(namespace: str, labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+        return {(namespace, labels[LABEL_RUN]): slim_pod(body)}
+
     @kopf.daemon(*runs, registry=registry, id="reconcile", cancellation_timeout=30.0)
-    async def reconcile_loop(name: str, namespace: str, stopped: Any, **_: Any) -> None:
-        await daemons.run(namespace, name, stopped)
+    async def reconcile_loop(
+        name: str,
+        namespace: str,
+        body: Any,
+        stopped: Any,
+        run_jobs: kopf.Index,
+        run_pods: kopf.Index,
+        **_: Any,
+    ) -> None:
+        key = (namespace, name)
+
+        def children() -> Children:
+            return Children(jobs=tuple(run_jobs.get(key, ())), pods=tuple(run_pods.get(key, ())))
+
+        await daemons.run(namespace, name, body, children, stopped)
 
     @kopf.on.update(*runs, registry=registry, field="spec", id="spec-changed")
     async def spec_changed(name: str, namespace: str, **_: Any) -> None:
@@ -190,13 +283,11 @@ def build_registry(
         logger.info("%s/%s: spec.suspend %s -> %s", namespace, name, old, new)
         daemons.poke(namespace, name)
 
-    @kopf.on.event(
-        "batch", "v1", "jobs", registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[0]
-    )
+    @kopf.on.event(*JOBS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[0])
     async def job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
         daemons.poke(namespace, labels.get(LABEL_RUN))
 
-    @kopf.on.event("v1", "pods", registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[1])
+    @kopf.on.event(*PODS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[1])
     async def pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
         daemons.poke(namespace, labels.get(LABEL_RUN))
 

@@ -1,8 +1,12 @@
 """Every Kubernetes API call the operator makes (RBAC in the chart is derived from this list).
 
-- tunix.dev/tunixruns: get; tunixruns/status: patch  (watch/list/patch by kopf itself)
-- batch/jobs: get, create, delete  (watch/list by kopf for the Job event handler)
-- core/pods: list  (watch by kopf for the Pod event handler)
+A reconcile reads nothing from the API: runs, Jobs and pods come from kopf's watches (the
+daemon's live body and the indices of ``handlers.py``). The calls are writes, plus the
+credentials Secret (through :class:`~tunix_operator.storage.CredentialsCache`).
+
+- tunix.dev/tunixruns: list/watch/patch by kopf itself; tunixruns/status: patch
+- batch/jobs: create, delete  (list/watch by kopf, label-selected, for the index)
+- core/pods: list/watch by kopf (label-selected) for the index
 - core/configmaps: create, patch; core/persistentvolumeclaims: create; core/services: create
 - core/secrets: get (the run's credentialsSecret only); core/events: create (kopf)
 """
@@ -36,42 +40,31 @@ class KubeClient:
 
     # ---- TunixRun ------------------------------------------------------------------------------
 
-    def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def patch_run_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """JSON merge patch of ``.status`` through the status subresource: the run as stored after it,
+        or None when the run is gone."""
         try:
-            return self._custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def patch_run_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
-        """JSON merge patch of ``.status`` through the status subresource; a gone run is fine."""
-        try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(patch)}, _content_type=MERGE_PATCH
+            response = self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": dict(patch)},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return None
+        return _data(response)
 
     # ---- children ------------------------------------------------------------------------------
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _data(self._batch.read_namespaced_job(name, namespace, _preload_content=False))
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        response = self._core.list_namespaced_pod(
-            namespace, label_selector=label_selector, _preload_content=False
-        )
-        return list(_data(response).get("items") or [])
-
-    def create(self, obj: Mapping[str, Any]) -> bool:
-        """Create a child; False when it exists already (ConfigMaps are then updated)."""
+    def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create a child: the object as created, or None when it existed already (a ConfigMap is
+        then updated)."""
         kind, namespace = obj["kind"], obj["metadata"]["namespace"]
         creators = {
             "Job": self._batch.create_namespaced_job,
@@ -80,8 +73,7 @@ class KubeClient:
             "Service": self._core.create_namespaced_service,
         }
         try:
-            creators[kind](namespace, dict(obj), _preload_content=False)
-            return True
+            return _data(creators[kind](namespace, dict(obj), _preload_content=False))
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -93,7 +85,7 @@ class KubeClient:
                 _content_type=MERGE_PATCH,
                 _preload_content=False,
             )
-        return False
+        return None
 
     def delete_job(self, namespace: str, name: str) -> bool:
         """Delete a Job and (in the background) its pods; False when it was gone."""

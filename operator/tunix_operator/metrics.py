@@ -11,7 +11,8 @@ from tunix_api.run import Phase
 
 
 class OperatorMetrics:
-    """tunix_runs{phase}, tunix_reconcile_errors_total, tunix_reconcile_duration_seconds."""
+    """tunix_runs{phase}, tunix_reconcile_errors_total, tunix_reconcile_duration_seconds,
+    tunix_reconcile_queue_depth, tunix_reconciles_in_flight, tunix_storage_reads_total{result}."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -21,6 +22,21 @@ class OperatorMetrics:
         self.errors = Counter("tunix_reconcile_errors", "Reconciles that raised.", registry=self.registry)
         self.duration = Histogram(
             "tunix_reconcile_duration_seconds", "Time of one reconcile.", registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "tunix_reconcile_queue_depth",
+            "Reconciles due but waiting for a worker (TUNIX_MAX_CONCURRENT_RECONCILES).",
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "tunix_reconciles_in_flight", "Reconciles running in a worker now.", registry=self.registry
+        )
+        self.storage_reads = Counter(
+            "tunix_storage_reads",
+            "Object-storage reads of progress/summary/benchmark files, by result "
+            "(read, unchanged: skipped by ETag/mtime, missing, error).",
+            ["result"],
+            registry=self.registry,
         )
         self._phases: dict[tuple[str, str], str] = {}
         self._publish()

@@ -1,12 +1,15 @@
-"""One reconcile of one TunixRun: read (API, storage) -> decide (pure) -> write (status, children).
+"""One reconcile of one TunixRun: observe (memory, storage) -> decide (pure) -> write (status, children).
 
-Synchronous I/O; the kopf layer runs it in a worker thread, one at a time per run.
+Nothing is read from the API: the run's body is the daemon's live body and its Jobs and pods come
+from kopf's indices (:class:`~tunix_operator.cache.Children`); :mod:`tunix_operator.cache` bridges
+the few milliseconds by which the watches lag the operator's own writes. Synchronous I/O; the kopf
+layer runs it in a worker thread, one at a time per run.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,17 +18,11 @@ from kubernetes.client.exceptions import ApiException
 
 from tunix_api.run import Mode, TunixRun
 from tunix_operator import state
+from tunix_operator.cache import Children, JobExpectations, RunKey, StatusWrites
 from tunix_operator.kube import KubeClient
-from tunix_operator.manifests import (
-    RunRef,
-    artifacts_uri,
-    build_children,
-    credentials_secret,
-    job_name,
-    run_selector,
-)
+from tunix_operator.manifests import RunRef, artifacts_uri, build_children, credentials_secret, job_name
 from tunix_operator.settings import OperatorSettings
-from tunix_operator.storage import ArtifactReader
+from tunix_operator.storage import ArtifactReader, CredentialsCache, JsonReads
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +36,13 @@ def utcnow() -> datetime:
 
 @dataclass
 class Result:
-    body: dict[str, Any]  # the run as read (for events)
+    body: Mapping[str, Any]  # the run as decided on (for events)
     decision: state.Decision
+
+
+def _key(body: Mapping[str, Any]) -> RunKey:
+    meta = body.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
 
 
 class Reconciler:
@@ -49,22 +51,29 @@ class Reconciler:
         kube: KubeClient,
         settings: OperatorSettings,
         clock: Callable[[], datetime] = utcnow,
+        reads: JsonReads | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock
+        self.reads = reads or JsonReads()
+        self.secrets = CredentialsCache(kube.read_secret, max_age_seconds=settings.secret_cache_seconds)
+        self.writes = StatusWrites()
+        self.expectations = JobExpectations()
 
-    def reconcile(self, namespace: str, name: str) -> Result | None:
-        """Reconcile the run once; None when it no longer exists."""
-        body = self.kube.get_run(namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+    def reconcile(self, live: Mapping[str, Any], children: Children) -> Result | None:
+        """Reconcile the run once; None when it is being deleted or is gone."""
+        key = _key(live)
+        body = self.writes.current(key, live)
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
-        observed = self._observe(namespace, name, body)
+        jobs = self.expectations.jobs(key, children.jobs)
+        observed = self._observe(body, jobs, children)
         decision = state.decide(body, observed, self.clock(), self.settings)
-        if decision.status_patch:
-            self.kube.patch_run_status(namespace, name, decision.status_patch)
+        if decision.status_patch and not self._patch_status(body, decision.status_patch):
+            return None
         try:
-            self._act(body, decision)
+            self._act(body, jobs, decision)
         except ApiException as exc:
             if exc.status not in PERMANENT_API_ERRORS:
                 raise
@@ -73,22 +82,37 @@ class Reconciler:
             )
         return Result(body, decision)
 
-    def fail(self, body: dict[str, Any], reason: str, message: str) -> state.Decision:
+    def fail(self, body: Mapping[str, Any], reason: str, message: str) -> state.Decision:
         """Mark the run Failed (used when reconciling it keeps raising)."""
-        meta = body["metadata"]
+        body = self.writes.current(_key(body), body)
         decision = state.fail(body, reason, message, self.clock(), self.settings)
         if decision.status_patch:
-            self.kube.patch_run_status(meta["namespace"], meta["name"], decision.status_patch)
+            self._patch_status(body, decision.status_patch)
         return decision
 
-    # ---- reading -------------------------------------------------------------------------------
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is remembered of a run (its daemon ended)."""
+        self.writes.forget((namespace, name))
+        self.expectations.forget((namespace, name))
 
-    def _observe(self, namespace: str, name: str, body: dict[str, Any]) -> state.Observed:
+    def _patch_status(self, body: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+        """Patch the status; False when the run is gone."""
+        namespace, name = _key(body)
+        stored = self.kube.patch_run_status(namespace, name, patch)
+        if stored is None:
+            return False
+        self.writes.written((namespace, name), body, stored)
+        return True
+
+    # ---- observing -----------------------------------------------------------------------------
+
+    def _observe(
+        self, body: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]], children: Children
+    ) -> state.Observed:
+        namespace, name = _key(body)
         status = state.parse_status(body.get("status"))
-        job = None
-        if status.attempt is not None:
-            job = self.kube.get_job(namespace, job_name(name, status.attempt))
-        pods = self.kube.list_pods(namespace, run_selector(name))
+        job = jobs.get(job_name(name, status.attempt)) if status.attempt is not None else None
+        pods = list(children.pods)
         want_progress, want_result = state.reads_needed(body, job, pods)
         run, _ = state.parse_run(body)
         if run is None or not (want_progress or want_result):
@@ -100,27 +124,37 @@ class Reconciler:
             benchmark = reader.benchmark()
         elif want_result:
             summary = reader.summary()
+        secret = credentials_secret(run, self.settings)
+        if reader.denied and secret:  # rotated keys: read the Secret again next time
+            self.secrets.invalidate(namespace, secret)
         return state.Observed(job=job, pods=pods, progress=progress, summary=summary, benchmark=benchmark)
 
     def _reader(self, namespace: str, run: TunixRun) -> ArtifactReader:
         secret = credentials_secret(run, self.settings)
-        credentials = self.kube.read_secret(namespace, secret) if secret else None
-        return ArtifactReader(artifacts_uri(run, self.settings), run.spec.storage, credentials)
+        credentials = self.secrets.get(namespace, secret) if secret else None
+        return ArtifactReader(artifacts_uri(run, self.settings), run.spec.storage, credentials, self.reads)
 
     # ---- writing -------------------------------------------------------------------------------
 
-    def _act(self, body: dict[str, Any], decision: state.Decision) -> None:
+    def _act(
+        self, body: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]], decision: state.Decision
+    ) -> None:
         meta = body["metadata"]
         ref = RunRef(meta["name"], meta["namespace"], meta["uid"])
+        key = (ref.namespace, ref.name)
         for action in decision.actions:
             if isinstance(action, state.DeleteJob):
                 if self.kube.delete_job(ref.namespace, action.name):
                     logger.info("deleted Job %s/%s (%s)", ref.namespace, action.name, action.reason)
+                self.expectations.deleted(key, jobs.get(action.name), action.name)
             elif isinstance(action, state.CreateAttempt):
                 assert decision.run is not None
                 for obj in build_children(decision.run, ref, self.settings, action.attempt):
-                    if self.kube.create(obj):
+                    created = self.kube.create(obj)
+                    if created is not None:
                         logger.info("created %s %s/%s", obj["kind"], ref.namespace, obj["metadata"]["name"])
+                        if obj["kind"] == "Job":
+                            self.expectations.created(key, created)
 
 
 def _reason(exc: ApiException) -> str:

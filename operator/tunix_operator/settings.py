@@ -29,6 +29,19 @@ class OperatorSettings(BaseModel):
     watch_namespaces: tuple[str, ...] = Field((), description="Empty: all namespaces.")
     progress_interval_seconds: float = Field(10.0, gt=0, description="How often a running run is re-read.")
     resync_interval_seconds: float = Field(60.0, gt=0, description="Upper bound between two reconciles.")
+    max_concurrent_reconciles: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="Worker threads running reconciles (API writes, storage reads); more runs wait in "
+        "a queue (the tunix_reconcile_queue_depth gauge).",
+    )
+    secret_cache_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long a credentials Secret read from the API is reused; a storage read refused "
+        "for its credentials reads it again at once.",
+    )
     restart_settle_seconds: float = Field(2.0, ge=0, description="Poll while old pods still terminate.")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus port; 0 disables.")
     liveness_endpoint: str | None = "http://0.0.0.0:8081/healthz"

@@ -267,10 +267,10 @@ def test_notes_show_the_next_commands() -> None:
 
 # What the operator calls (proved against a running operator in tests/integration/test_rbac_coverage.py).
 OPERATOR_NEEDS = [
-    ("tunix.dev", "tunixruns", ["get", "list", "watch", "patch"]),
+    ("tunix.dev", "tunixruns", ["list", "watch", "patch"]),
     ("tunix.dev", "tunixruns/status", ["patch"]),
     ("tunix.dev", "tunixruns/finalizers", ["update"]),
-    ("batch", "jobs", ["get", "list", "watch", "create", "delete"]),
+    ("batch", "jobs", ["list", "watch", "create", "delete"]),
     ("", "pods", ["list", "watch"]),
     ("", "configmaps", ["create", "patch"]),
     ("", "services", ["create"]),

@@ -1,10 +1,11 @@
-"""Reconciler (read -> decide -> write) and the per-run daemon, with an in-memory KubeClient."""
+"""Reconciler (observe -> decide -> write) and the per-run daemon, with an in-memory KubeClient."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
 import json
+import logging
 import pathlib
 from typing import Any
 
@@ -13,14 +14,16 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.operator.factories import at, pod, run_body
 from tunix_operator import handlers
+from tunix_operator.cache import Children
 from tunix_operator.handlers import RunDaemons
 from tunix_operator.metrics import OperatorMetrics
-from tunix_operator.reconciler import Reconciler
+from tunix_operator.reconciler import Reconciler, Result
 from tunix_operator.settings import OperatorSettings
 
 
 class FakeKube:
-    """The KubeClient interface over dicts; records calls in order."""
+    """The KubeClient interface over dicts, plus what the watches would show (runs, Jobs, pods);
+    records calls in order."""
 
     def __init__(self, runs: dict[str, dict[str, Any]]) -> None:
         self.runs = runs
@@ -32,25 +35,26 @@ class FakeKube:
         self.refuse: set[str] = set()
 
     def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The run as the daemon's live body shows it."""
         run = self.runs.get(name)
         return copy.deepcopy(run) if run else None
 
-    def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    def children(self) -> Children:
+        return Children(jobs=tuple(self.jobs.values()), pods=tuple(self.pods))
+
+    def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
         self.calls.append("patch-status")
+        if name not in self.runs:
+            return None
         status = self.runs[name].setdefault("status", {})
         for key, value in patch.items():
             if value is None:
                 status.pop(key, None)
             else:
                 status[key] = value
+        return copy.deepcopy(self.runs[name])
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.jobs.get(name)
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        return self.pods
-
-    def create(self, obj: dict[str, Any]) -> bool:
+    def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         kind, name = obj["kind"], obj["metadata"]["name"]
         self.calls.append(f"create-{kind}")
         if kind in self.refuse:
@@ -58,7 +62,7 @@ class FakeKube:
         if kind == "Job":
             self.jobs[name] = obj
         self.objects[(kind, name)] = obj
-        return True
+        return obj
 
     def delete_job(self, namespace: str, name: str) -> bool:
         self.calls.append(f"delete-{name}")
@@ -69,9 +73,21 @@ class FakeKube:
         return self.secrets.get(name)
 
 
-def reconciler(kube: FakeKube, tmp_path: pathlib.Path) -> Reconciler:
+class WatchedReconciler:
+    """A Reconciler fed as the daemon feeds it: the run and its children as the watches show them."""
+
+    def __init__(self, kube: FakeKube, inner: Reconciler) -> None:
+        self.kube = kube
+        self.inner = inner
+
+    def reconcile(self, namespace: str, name: str) -> Result | None:
+        body = self.kube.get_run(namespace, name)
+        return None if body is None else self.inner.reconcile(body, self.kube.children())
+
+
+def reconciler(kube: FakeKube, tmp_path: pathlib.Path) -> WatchedReconciler:
     settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
-    return Reconciler(kube, settings, clock=lambda: at(10))  # type: ignore[arg-type]
+    return WatchedReconciler(kube, Reconciler(kube, settings, clock=lambda: at(10)))  # type: ignore[arg-type]
 
 
 def test_first_reconcile_patches_status_then_creates_children(tmp_path: pathlib.Path) -> None:
@@ -119,10 +135,10 @@ def test_progress_is_read_with_the_secret_only_while_running(tmp_path: pathlib.P
 
 
 class ExplodingReconciler(Reconciler):
-    def reconcile(self, namespace: str, name: str):  # type: ignore[override]
-        if name == "bad":
+    def reconcile(self, live, children):  # type: ignore[no-untyped-def]
+        if live["metadata"]["name"] == "bad":
             raise RuntimeError("unexpected shape")
-        return super().reconcile(namespace, name)
+        return super().reconcile(live, children)
 
 
 def test_daemon_marks_a_run_failed_when_its_reconcile_raises(
@@ -140,7 +156,9 @@ def test_daemon_marks_a_run_failed_when_its_reconcile_raises(
     daemons = RunDaemons(ExplodingReconciler(kube, settings, clock=lambda: at(0)), metrics, settings)  # type: ignore[arg-type]
 
     async def both() -> list[tuple[float | None, bool]]:
-        return [await daemons._reconcile("ns", "bad"), await daemons._reconcile("ns", "good")]
+        bad, good = kube.get_run("ns", "bad"), kube.get_run("ns", "good")
+        assert bad is not None and good is not None
+        return [await daemons._reconcile(bad, kube.children), await daemons._reconcile(good, kube.children)]
 
     (_, bad_failed), (_, good_failed) = asyncio.run(both())
     assert bad_failed and not good_failed
@@ -153,12 +171,130 @@ def test_daemon_marks_a_run_failed_when_its_reconcile_raises(
 
 def test_transient_errors_are_retried_not_failed(tmp_path: pathlib.Path) -> None:
     class Flaky(FakeKube):
-        def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
             raise ApiException(status=503, reason="Unavailable")
 
     kube = Flaky({"r1": run_body()})
     settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
     daemons = RunDaemons(Reconciler(kube, settings), OperatorMetrics(), settings)  # type: ignore[arg-type]
-    delay, failed = asyncio.run(daemons._reconcile("ns", "r1"))
+    delay, failed = asyncio.run(daemons._reconcile(run_body(), kube.children))
     assert failed and delay == settings.resync_interval_seconds
     assert "status" not in kube.runs["r1"]
+
+
+# ---- reconciling from memory ---------------------------------------------------------------------
+
+
+def with_version(body: dict[str, Any], version: int) -> dict[str, Any]:
+    body = copy.deepcopy(body)
+    body["metadata"]["resourceVersion"] = str(version)
+    return body
+
+
+class VersionedKube(FakeKube):
+    """Status patches bump the stored run's resourceVersion, as the API server does."""
+
+    def patch_run_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        stored = super().patch_run_status(namespace, name, patch)
+        meta = self.runs[name]["metadata"]
+        meta["resourceVersion"] = str(int(meta.get("resourceVersion", "1")) + 1)
+        return None if stored is None else copy.deepcopy(self.runs[name])
+
+
+def test_a_lifecycle_makes_only_writes_and_rest_makes_none(tmp_path: pathlib.Path) -> None:
+    """No GET or LIST: the reconciler has no read method left to call but the Secret's."""
+    kube = FakeKube({"r1": run_body()})
+    rec = reconciler(kube, tmp_path)
+    rec.reconcile("ns", "r1")
+    kube.pods = [pod()]
+    rec.reconcile("ns", "r1")
+    assert kube.runs["r1"]["status"]["phase"] == "Running"
+    before = list(kube.calls)
+    for _ in range(3):  # at rest: nothing changed, nothing written
+        rec.reconcile("ns", "r1")
+    assert kube.calls == before == ["patch-status", "create-ConfigMap", "create-Job", "patch-status"]
+
+
+def test_a_live_body_older_than_our_write_is_not_decided_on_again(tmp_path: pathlib.Path) -> None:
+    """The watch lags the status patch: the patch's answer is used until the watch catches up."""
+    kube = VersionedKube({"r1": with_version(run_body(), 5)})
+    rec = reconciler(kube, tmp_path).inner
+    stale = with_version(run_body(), 5)  # as the live body still shows it
+    first = rec.reconcile(stale, kube.children())
+    assert first is not None and [e.reason for e in first.decision.events] == ["Created"]
+    again = rec.reconcile(stale, Children())  # the Job's watch event has not arrived either
+    assert again is not None and again.decision.events == [] and again.decision.actions == []
+    assert again.decision.status["attempt"] == 0  # decided on the written status, with the created Job
+    assert [c for c in kube.calls if c.startswith("create")] == ["create-ConfigMap", "create-Job"]
+    newer = kube.get_run("ns", "r1")  # the watch caught up: the live body is used again
+    assert newer is not None and rec.writes.current(("ns", "r1"), newer) is newer
+
+
+def test_a_job_deleted_but_still_indexed_is_not_seen(tmp_path: pathlib.Path) -> None:
+    kube = FakeKube({"r1": run_body()})
+    rec = reconciler(kube, tmp_path)
+    rec.reconcile("ns", "r1")
+    indexed = kube.children()
+    kube.runs["r1"]["spec"]["suspend"] = True
+    rec.reconcile("ns", "r1")
+    assert kube.runs["r1"]["status"]["phase"] == "Suspended" and "delete-r1-0" in kube.calls
+    calls = len(kube.calls)
+    result = rec.inner.reconcile(kube.get_run("ns", "r1"), indexed)  # type: ignore[arg-type]
+    assert result is not None and result.decision.actions == []  # not deleted a second time
+    assert len(kube.calls) == calls
+
+
+def test_a_finished_run_waits_for_a_poke_only(tmp_path: pathlib.Path) -> None:
+    kube = FakeKube({"r1": run_body(ttlSecondsAfterFinished=100)})
+    settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
+    daemons = RunDaemons(Reconciler(kube, settings, clock=lambda: at(10)), OperatorMetrics(), settings)  # type: ignore[arg-type]
+    rec = reconciler(kube, tmp_path)
+    rec.reconcile("ns", "r1")
+    kube.pods = [pod(phase="Succeeded", exit_code=0, message=json.dumps({"finalLoss": 1.0, "totalSteps": 1}))]
+    kube.jobs["r1-0"]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    rec.reconcile("ns", "r1")
+    assert kube.runs["r1"]["status"]["phase"] == "Succeeded"
+    delay, failed = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
+    assert not failed and 0 < delay <= 100  # the TTL is pending
+    kube.runs["r1"]["spec"].pop("ttlSecondsAfterFinished")
+    delay, failed = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
+    assert not failed and delay == float("inf")
+
+
+def test_reconciles_beyond_the_pool_wait_in_a_measured_queue(tmp_path: pathlib.Path) -> None:
+    metrics = OperatorMetrics()
+    workers = handlers.Workers(2, metrics)
+    depths: list[float] = []
+    release = asyncio.Event()
+
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        gate = asyncio.Event()
+
+        def work(i: int) -> int:
+            asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+            return i
+
+        tasks = [asyncio.ensure_future(workers.run(work, i)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        depths.append(metrics.queue_depth._value.get())
+        depths.append(metrics.in_flight._value.get())
+        gate.set()
+        release.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4]
+    assert depths == [3, 2]
+    assert metrics.queue_depth._value.get() == 0 and metrics.in_flight._value.get() == 0
+
+
+def test_kopf_retries_are_logged_as_warnings() -> None:
+    quiet = handlers.RetriesAsWarnings()
+    retry = logging.LogRecord(
+        "kopf", logging.ERROR, "", 0, "Request attempt #1/9 failed; will retry: x", None, None
+    )
+    other = logging.LogRecord(
+        "kopf", logging.ERROR, "", 0, "Handler 'x' failed permanently: boom", None, None
+    )
+    assert quiet.filter(retry) and retry.levelno == logging.WARNING and retry.levelname == "WARNING"
+    assert quiet.filter(other) and other.levelno == logging.ERROR

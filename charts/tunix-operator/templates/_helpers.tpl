@@ -53,10 +53,10 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
 */}}
 {{- define "tunix-operator.rules" -}}
 # The TunixRun resources: watched by kopf, which patches in its finalizer and annotations;
-# the operator reads one run at each reconcile.
+# the operator reconciles from the watched body and never reads a run by name.
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns/status"]
   verbs: ["patch"]
@@ -65,9 +65,10 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
   resources: ["tunixruns/finalizers"]
   verbs: ["update"]
 # One Job per attempt (deleted to suspend, retry or after the TTL); its pods are read for exit codes.
+# Both are watched (label-selected: app.kubernetes.io/managed-by=tunix-operator), never read by name.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
