@@ -117,6 +117,19 @@ PRINTER_COLUMNS: list[PrinterColumn] = [
         priority=1,
         description="Benchmark median step time.",
     ),
+    PrinterColumn(
+        "Goodput",
+        ".status.goodput.goodputPercent",
+        "number",
+        priority=1,
+        description="Percent of the run's wall time spent on kept steps (docs/DESIGN.md, Goodput).",
+    ),
+    PrinterColumn(
+        "Ckpt", ".status.checkpoint.latestStep", "integer", priority=1, description="Newest saved checkpoint."
+    ),
+    PrinterColumn(
+        "Train MFU", ".status.progress.mfu", "number", priority=1, description="Live model FLOPs utilisation."
+    ),
 ]
 
 

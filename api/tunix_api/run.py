@@ -153,6 +153,22 @@ class RetryPolicy(ApiModel):
     max_backoff_seconds: int = Field(
         300, ge=0, le=86_400, description="Upper bound of the doubling retry delay, in seconds (default 300)."
     )
+    stall_timeout_seconds: int | None = Field(
+        None,
+        ge=10,
+        le=604_800,
+        description="A Running attempt whose step has not advanced for this long after its first step "
+        "is Stalled: its Job is deleted (SIGTERM: the trainer checkpoints if it can) and the next "
+        "attempt resumes from the latest checkpoint, spending maxRestarts. Unset (default): off. "
+        "Suggested: several times the slowest step plus a checkpoint save, e.g. 600.",
+    )
+    startup_timeout_seconds: int | None = Field(
+        None,
+        ge=10,
+        le=604_800,
+        description="Like stallTimeoutSeconds, for the time from the attempt's pods running to its first "
+        "reported step (data loading, compilation, checkpoint restore). Unset (default): off.",
+    )
 
 
 class TunixRunSpec(ApiModel):
@@ -319,7 +335,7 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 class Condition(OpenModel):
     """A Kubernetes condition of the run."""
 
-    type: str = Field(..., description="Running, Restarting, Suspended, Succeeded or Failed.")
+    type: str = Field(..., description="Running, Restarting, Stalled, Suspended, Succeeded or Failed.")
     status: Literal["True", "False", "Unknown"] = Field(..., description="True, False or Unknown.")
     reason: str | None = Field(
         None, description="CamelCase cause of the last change (e.g. Preempted, InvalidConfig)."
@@ -349,6 +365,18 @@ class Progress(OpenModel):
         None,
         description="Checkpoint step this attempt resumed from (the newest intact one; damaged newer "
         "steps were set aside as <step>.corrupt-<n>); unset when it started from scratch.",
+    )
+    mfu: float | None = Field(
+        None,
+        description="Model FLOPs utilisation at step (the benchmark's formula and peak table); absent "
+        "where the device's peak is unknown (CPU).",
+    )
+    attempt: int | None = Field(None, description="The attempt that wrote this progress (TUNIX_ATTEMPT).")
+    checkpoint_step: int | None = Field(
+        None, description="Newest checkpoint step the trainer knows durable (saved, or restored)."
+    )
+    checkpoint_time: str | None = Field(
+        None, description="When the trainer saw checkpointStep become durable (RFC 3339, UTC)."
     )
 
 
@@ -389,10 +417,92 @@ class CheckpointStatus(OpenModel):
     """The run's checkpoints."""
 
     latest_step: int | None = Field(None, description="Step of the newest checkpoint the operator knows of.")
+    latest_time: str | None = Field(
+        None,
+        description="When latestStep became durable (RFC 3339, UTC), as the trainer reported it; also "
+        "on the run's pods as the annotation tunix.dev/last-checkpoint-time.",
+    )
     uri: str | None = Field(None, description="Checkpoint directory (a path in the pods, or a URI).")
     restored_from: int | None = Field(
         None, description="Checkpoint step the current attempt resumed from (from progress.restoredFrom)."
     )
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How an attempt ended (docs/EXIT_CODES.md has the exit-code classes)."""
+
+    SUCCEEDED = "Succeeded"
+    PREEMPTED = "Preempted"
+    RETRYABLE = "Retryable"
+    FATAL = "Fatal"
+    STALLED = "Stalled"
+    SUPERSEDED = "Superseded"  # stopped by the operator: suspend, deadline, a failed run
+
+
+class AttemptRecord(OpenModel):
+    """One attempt (one Job) of the run, as the operator saw it."""
+
+    index: int = Field(..., description="Attempt index (the Job is <run>-<index>).")
+    start_time: str | None = Field(None, description="When the operator created the attempt's Job.")
+    end_time: str | None = Field(None, description="When the operator saw it end; unset while it runs.")
+    nodes: list[str] | None = Field(None, description="Nodes the attempt's pods ran on.")
+    outcome: AttemptOutcome | None = Field(
+        None,
+        description="Succeeded, Preempted, Retryable, Fatal, Stalled or Superseded (stopped by the "
+        "operator: suspend, deadline); unset while it runs.",
+    )
+    exit_code: int | None = Field(None, description="The trainer's exit code, when one was seen.")
+    reason: str | None = Field(None, description="CamelCase reason of the end (e.g. Evicted, Diverged).")
+    restored_from: int | None = Field(
+        None, description="Checkpoint step the attempt resumed from; unset when it started from scratch."
+    )
+    first_step: int | None = Field(None, description="First step the operator saw the attempt report.")
+    first_step_time: str | None = Field(None, description="When the trainer reported firstStep.")
+    last_step: int | None = Field(None, description="Last step the operator saw the attempt report.")
+    last_step_time: str | None = Field(None, description="When the trainer reported lastStep.")
+    waited_seconds: float | None = Field(
+        None,
+        description="Seconds the run waited on purpose before creating this attempt (retry backoff, "
+        "suspension): goodput's idle time.",
+    )
+
+
+class EarlierAttempts(OpenModel):
+    """The attempts dropped from status.attempts (the oldest), folded into totals."""
+
+    count: int | None = Field(None, description="Attempts no longer listed in status.attempts.")
+    productive_seconds: float | None = Field(None, description="Their productive seconds (status.goodput).")
+    rework_seconds: float | None = Field(None, description="Their rework seconds.")
+    idle_seconds: float | None = Field(None, description="Their idle seconds.")
+    steps_lost: int | None = Field(None, description="Steps they trained again after a resume.")
+    last_step: int | None = Field(None, description="Furthest step any of them reported.")
+
+
+class LostSeconds(OpenModel):
+    """Time of the run not spent on kept steps, by cause (docs/DESIGN.md, Goodput)."""
+
+    rework: float | None = Field(None, description="Training steps again after a resume.")
+    restart: float | None = Field(
+        None,
+        description="From an attempt's last reported step (or the run's start) to the next reported "
+        "step: scheduling, image pull, compile, restore, unreported and final steps.",
+    )
+    idle: float | None = Field(None, description="Waiting on purpose: retry backoff, suspension.")
+
+
+class GoodputStatus(OpenModel):
+    """What the run's time went to (definition: docs/DESIGN.md, Goodput)."""
+
+    since: str | None = Field(None, description="Start of the accounting: when attempt 0 was created.")
+    wall_seconds: float | None = Field(None, description="Seconds from since to the run's end (or now).")
+    productive_seconds: float | None = Field(
+        None, description="Seconds spent training steps the first time (the steps that were kept)."
+    )
+    lost_seconds: LostSeconds | None = Field(None, description="The rest of wallSeconds, by cause.")
+    steps_lost: int | None = Field(
+        None, description="Steps trained again: resumes from before the furthest step reached."
+    )
+    goodput_percent: float | None = Field(None, description="100 * productiveSeconds / wallSeconds.")
 
 
 class ModelStatus(OpenModel):
@@ -451,7 +561,19 @@ class TunixRunStatus(OpenModel):
     )
     progress: Progress | None = Field(None, description="Latest training progress.")
     summary: Summary | None = Field(None, description="Results, once a Train-mode run has succeeded.")
-    checkpoint: CheckpointStatus | None = Field(None, description="Checkpoint directory and newest step.")
+    checkpoint: CheckpointStatus | None = Field(
+        None, description="Checkpoint directory, newest durable step and time (live), step resumed from."
+    )
+    attempts: list[AttemptRecord] | None = Field(
+        None,
+        max_length=20,
+        description="The run's attempts, oldest first, at most 20 (older ones are folded into "
+        "earlierAttempts).",
+    )
+    earlier_attempts: EarlierAttempts | None = Field(
+        None, description="Attempts dropped from attempts (the oldest), and their goodput totals."
+    )
+    goodput: GoodputStatus | None = Field(None, description="What the run's time went to (docs/DESIGN.md).")
     model: ModelStatus | None = Field(None, description="The trained model, exported in Hugging Face format.")
     metrics_uri: str | None = Field(
         None, description="URI of metrics.jsonl, one JSON record per logged step."

@@ -9,10 +9,11 @@ from tunix_api.run import Condition
 # Condition types the operator maintains on a TunixRun.
 RUNNING = "Running"  # every pod of the current attempt runs
 RESTARTING = "Restarting"  # an attempt ended and the next one waits for its backoff
+STALLED = "Stalled"  # the last attempt's step stopped advancing (retryPolicy.stallTimeoutSeconds)
 SUSPENDED = "Suspended"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-ALL_TYPES = (RUNNING, RESTARTING, SUSPENDED, SUCCEEDED, FAILED)
+ALL_TYPES = (RUNNING, RESTARTING, STALLED, SUSPENDED, SUCCEEDED, FAILED)
 
 
 def format_time(moment: datetime) -> str:

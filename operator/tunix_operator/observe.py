@@ -33,6 +33,9 @@ DISRUPTION_REASONS = frozenset(
 _SEVERITY = {ExitClass.RETRYABLE: 0, ExitClass.PREEMPTED: 1, ExitClass.FATAL: 2}
 DEFAULT_GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds when unset
 STOP_MARGIN_SECONDS = 10  # beyond the grace period: the kubelet's SIGKILL and status update
+# Set by the operator on a run's pods: when its newest checkpoint became durable (RFC 3339), so a
+# scheduler or descheduler can prefer preempting the pods that lose least.
+CHECKPOINT_TIME_ANNOTATION = "tunix.dev/last-checkpoint-time"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class PodView:
     deletion_time: str | None = None
     disruption_time: str | None = None
     grace_seconds: int = DEFAULT_GRACE_SECONDS
+    node: str | None = None  # spec.nodeName
+    checkpoint_time: str | None = None  # the CHECKPOINT_TIME_ANNOTATION
 
     @property
     def terminal(self) -> bool:
@@ -109,6 +114,8 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         deletion_time=meta.get("deletionTimestamp"),
         disruption_time=disruption.get("lastTransitionTime") if disruption else None,
         grace_seconds=_grace_seconds(meta, pod.get("spec") or {}),
+        node=(pod.get("spec") or {}).get("nodeName"),
+        checkpoint_time=annotations.get(CHECKPOINT_TIME_ANNOTATION),
     )
 
 

@@ -114,7 +114,35 @@ def parse_progress(data: Mapping[str, Any] | None, not_before: datetime | None =
     if not_before is not None and updated is not None and updated < not_before:
         return None
     progress.step_of_total = step_of_total(progress.step, progress.total_steps)
-    return progress
+    return for_people(progress)
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None and non-finite values pass through)."""
+    if value is None or not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{digits}g}")
+
+
+def for_people(progress: Progress) -> Progress:
+    """Progress as the printer columns show it: loss to 4 significant digits, throughput to whole
+    tokens/s (4 significant digits below 1000), the ETA to whole seconds, MFU to 4 decimals. Full
+    precision stays in metrics.jsonl and status.summary."""
+    tokens, eta, mfu = progress.tokens_per_second, progress.eta_seconds, progress.mfu
+    return progress.model_copy(
+        update={
+            "loss": significant(progress.loss),
+            "tokens_per_second": _whole(tokens)
+            if tokens is not None and tokens >= 1000
+            else significant(tokens),
+            "eta_seconds": _whole(eta),
+            "mfu": round(mfu, 4) if mfu is not None and math.isfinite(mfu) else mfu,
+        }
+    )
+
+
+def _whole(value: float | None) -> float | None:
+    return float(round(value)) if value is not None and math.isfinite(value) else value
 
 
 def truncate(text: str | None, limit: int) -> str | None:

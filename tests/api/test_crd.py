@@ -196,6 +196,9 @@ def test_printer_columns(crd: dict, schema: dict) -> None:
         "MFU",
         "Bench Tok/s",
         "Step p50 ms",
+        "Goodput",
+        "Ckpt",
+        "Train MFU",
     }
     type_of = {"string": "string", "number": "number", "integer": "integer"}
     for column in columns.values():

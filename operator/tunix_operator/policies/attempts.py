@@ -6,12 +6,14 @@ from tunix_api.run import CheckpointStatus, Phase
 from tunix_operator import conditions as cond
 from tunix_operator.manifests import job_name, pvc_name
 from tunix_operator.observe import stop_due
+from tunix_operator.policies import history
 from tunix_operator.policies.draft import CreateAttempt, DeleteJob, Draft
 
 
-def create(d: Draft, attempt: int, phase: Phase, reason: str) -> bool:
+def create(d: Draft, attempt: int, phase: Phase, reason: str, waited_seconds: float = 0.0) -> bool:
     """Create attempt ``attempt`` (deleting the previous one's Job); False while waiting for
-    pods of an earlier attempt to stop."""
+    pods of an earlier attempt to stop. ``waited_seconds``: how long the run waited on purpose
+    before it (backoff, suspension), for goodput."""
     if earlier_pods_still_stopping(d, attempt):
         return False
     if attempt > 0:
@@ -24,6 +26,7 @@ def create(d: Draft, attempt: int, phase: Phase, reason: str) -> bool:
     d.condition(cond.RUNNING, False, "PodsPending", "waiting for the pods to run")
     d.clear(cond.RESTARTING, "AttemptCreated")
     d.event("Normal", reason, f"created Job {job_name(d.name, attempt)} (attempt {attempt})")
+    history.begin(d, attempt, waited_seconds)
     return True
 
 
@@ -38,7 +41,10 @@ def earlier_pods_still_stopping(d: Draft, attempt: int) -> bool:
         return False
     due = [stop_due(p) for p in lingering]
     job = d.observed.job
-    if None in due and job is not None and not d.job_deleting():
+    deleting = d.job_deleting() or any(
+        isinstance(a, DeleteJob) and job is not None and a.name == job["metadata"]["name"] for a in d.actions
+    )
+    if None in due and job is not None and not deleting:
         d.actions.append(DeleteJob(job["metadata"]["name"], "Superseded"))
     if all(when is not None and d.now >= when for when in due):
         names = ", ".join(p.name for p in lingering)

@@ -5,9 +5,10 @@ and rerunning the same image would not help)."""
 from __future__ import annotations
 
 from tunix_api import artifacts
+from tunix_api.run import AttemptOutcome
 from tunix_operator.manifests import artifacts_uri
 from tunix_operator.observe import AttemptState
-from tunix_operator.policies import terminal
+from tunix_operator.policies import history, terminal
 from tunix_operator.policies.draft import Draft
 from tunix_operator.trainer_output import describe_message, parse_benchmark_document, parse_benchmark_message
 
@@ -19,6 +20,7 @@ def succeeded(d: Draft, state: AttemptState) -> None:
     if result is None:
         result = parse_benchmark_document(d.observed.benchmark)
     if result is None:
+        history.ended(d, AttemptOutcome.FATAL, state, reason=NO_BENCHMARK_RESULT)
         assert d.run is not None
         where = artifacts.join_uri(artifacts_uri(d.run, d.settings), artifacts.BENCHMARK_FILE)
         terminal.fail(
@@ -29,6 +31,7 @@ def succeeded(d: Draft, state: AttemptState) -> None:
         )
         return
     d.new.benchmark = result
+    history.ended(d, AttemptOutcome.SUCCEEDED, state)
     parts = [
         f"MFU {result.mfu:.2%}" if result.mfu is not None else None,
         f"{result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second is not None else None,

@@ -15,6 +15,7 @@ from tunix_operator.policies import (
     attempts,
     benchmark_result,
     deadline,
+    history,
     retries,
     running,
     success,
@@ -39,6 +40,8 @@ def decide(
     else:
         d.new.metrics_uri = artifacts.join_uri(artifacts_uri(d.run, d.settings), artifacts.METRICS_FILE)
         _active(d)
+    if d.new.attempts != d.old.attempts or d.new.completion_time != d.old.completion_time:
+        history.update_goodput(d)
     return d.decision()
 
 
@@ -52,6 +55,7 @@ def fail(
     d = Draft(view, Observed(), now, settings)
     d.new.observed_generation = d.generation
     terminal.fail(d, reason, message)
+    history.update_goodput(d)
     return d.decision()
 
 
@@ -61,14 +65,15 @@ def reads_needed(
     """(read progress.json?, read the result file?) for this observation: I/O only when useful.
 
     The result file is summary.json, or benchmark.json in Benchmark mode; it is read only when
-    the termination message holds no result. Benchmarks write no progress.json.
+    the termination message holds no result. progress.json is read while the attempt runs and once
+    when it failed (its final steps and checkpoint). Benchmarks write no progress.json.
     """
     view = view_run(body)
     status = view.status
     if status.phase in TERMINAL_PHASES or job is None or status.attempt is None or view.run is None:
         return False, False
     state = assess(job, [pod_view(p) for p in pods], status.attempt, view.run.spec.accelerator.hosts)
-    if state.outcome == Outcome.RUNNING:
+    if state.outcome in (Outcome.RUNNING, Outcome.FAILED):  # a failed attempt's last word, too
         return not view.benchmark, False
     if state.outcome == Outcome.SUCCEEDED:
         if view.benchmark:
@@ -115,4 +120,6 @@ def _observe(d: Draft, state: AttemptState) -> None:
         else:
             success.succeeded(d, state)
     else:
+        if not d.benchmark:
+            running.merge_progress(d)  # its last steps and checkpoint, for the history
         retries.failed_attempt(d, state)

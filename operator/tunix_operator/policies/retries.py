@@ -9,7 +9,7 @@ from tunix_api.exit_codes import ExitClass
 from tunix_api.run import Phase, RetryPolicy
 from tunix_operator import conditions as cond
 from tunix_operator.observe import AttemptState
-from tunix_operator.policies import attempts, terminal
+from tunix_operator.policies import attempts, history, terminal
 from tunix_operator.policies.draft import Draft
 
 PREEMPTED = "Preempted"  # the Restarting reason of a preemption: the next attempt starts at once
@@ -27,6 +27,7 @@ def failed_attempt(d: Draft, state: AttemptState) -> None:
     code = f" (exit code {state.exit_code})" if state.exit_code is not None else ""
     detail = f": {state.message.strip()}" if state.message and state.message.strip() else ""
     what = f"attempt {d.attempt} failed with {state.reason}{code}{detail}"
+    history.ended(d, history.outcome_of(state.exit_class), state)
     if state.exit_class == ExitClass.FATAL:
         terminal.fail(d, state.reason or "Failed", what)
     elif state.exit_class == ExitClass.PREEMPTED:
@@ -82,9 +83,9 @@ def restart_due(d: Draft) -> tuple[float, float]:
 
 def restart_when_due(d: Draft) -> None:
     """Create the next attempt once its backoff has passed."""
-    wait, _ = restart_due(d)
+    wait, delay = restart_due(d)
     if wait <= 0:
-        attempts.create(d, d.attempt, Phase.RESTARTING, "Restarted")
+        attempts.create(d, d.attempt, Phase.RESTARTING, "Restarted", waited_seconds=delay)
     else:
         d.new.message = f"attempt {d.attempt} starts in {wait:.0f}s (backoff)"
         d.requeue_in(wait)

@@ -4,10 +4,10 @@ exported model, the final progress and checkpoint."""
 from __future__ import annotations
 
 from tunix_api import artifacts
-from tunix_api.run import ModelStatus, Progress
+from tunix_api.run import AttemptOutcome, ModelStatus, Progress
 from tunix_operator.manifests import artifacts_uri
 from tunix_operator.observe import AttemptState
-from tunix_operator.policies import terminal
+from tunix_operator.policies import history, terminal
 from tunix_operator.policies.draft import Draft
 from tunix_operator.trainer_output import parse_summary, parse_termination_message
 
@@ -40,4 +40,5 @@ def succeeded(d: Draft, state: AttemptState) -> None:
         if summary and summary.final_loss is not None
         else ""
     )
+    history.ended(d, AttemptOutcome.SUCCEEDED, state)
     terminal.complete(d, f"attempt {d.attempt} completed{detail}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tunix_api.run import Phase
+from tunix_api.run import AttemptOutcome, Phase
 from tunix_operator import conditions as cond
 from tunix_operator.observe import job_active
-from tunix_operator.policies import ttl
+from tunix_operator.policies import history, ttl
 from tunix_operator.policies.draft import DeleteJob, Draft
 
 # Failure reasons where the operator (not the trainer) ends the run: the Job is deleted so that
@@ -23,6 +23,7 @@ def fail(d: Draft, reason: str, message: str) -> None:
     d.condition(cond.RUNNING, False, reason)
     d.clear(cond.RESTARTING, reason)
     d.event("Warning", reason, message)
+    history.ended(d, AttemptOutcome.SUPERSEDED, reason=reason)  # when the operator stops it
     if reason in OPERATOR_STOPPED:
         stop_job(d, "RunFailed")
     if d.run is not None:
