@@ -172,6 +172,8 @@ def test_operator_settings_reach_the_environment() -> None:
     assert env["TUNIX_DEFAULT_STORAGE_SECRET"] == "tunix-s3"
     assert env["TUNIX_METRICS_PORT"] == "8080"
     assert env["TUNIX_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
+    assert env["TUNIX_MAX_CONCURRENT_RECONCILES"] == "8"
+    assert _env(render({"maxConcurrentReconciles": 32}))["TUNIX_MAX_CONCURRENT_RECONCILES"] == "32"
     assert _env(render(CONFIGS["namespaced"]))["TUNIX_WATCH_NAMESPACES"] == "a,b"
     # Unset trainer defaults are left out, so the operator's own defaults apply.
     assert not {"TUNIX_DEFAULT_IMAGE", "TUNIX_ARTIFACTS_BASE_URI", "TUNIX_DEFAULT_STORAGE_SECRET"} & set(
@@ -196,6 +198,7 @@ def test_operator_parses_the_rendered_settings(config: str, monkeypatch: pytest.
     assert settings.peering_name == "tunix-operator"
     assert settings.metrics_port == 8080
     assert settings.liveness_endpoint == "http://0.0.0.0:8081/healthz"
+    assert settings.max_concurrent_reconciles == 8
     trainer = CONFIGS[config].get("trainer", {})
     if "image" in trainer:
         assert settings.default_image == trainer["image"]
