@@ -19,7 +19,7 @@ from collections.abc import Callable
 from tunix_api.artifacts import METRICS_FILE, SUMMARY_FILE
 from tunix_trainer.artifact_io import json_safe, open_fs, read_json, write_atomic, write_json
 from tunix_trainer.metric_store import MetricStore
-from tunix_trainer.progress import ProgressWriter, progress_document
+from tunix_trainer.progress import ProgressWriter
 from tunix_trainer.summary import compact_summary, summarize
 from tunix_trainer.termination import write_termination_message
 
@@ -107,18 +107,22 @@ class RunArtifacts:
         tokens_per_second: float,
         eta_seconds: float | None,
         force: bool = False,
+        mfu: float | None = None,
+        checkpoint_step: int | None = None,
     ) -> None:
-        """Rewrite progress.json, at most once per ``progress_interval_seconds`` unless ``force``;
-        best-effort: a storage failure is logged, never raised."""
-        doc = progress_document(
+        """Rewrite progress.json, at most once per ``progress_interval_seconds`` unless ``force`` (or a
+        newly durable ``checkpoint_step``); best-effort: a storage failure is logged, never raised."""
+        self._progress.report(
             step=step,
             total_steps=total_steps,
             loss=loss,
             tokens_per_second=tokens_per_second,
             eta_seconds=eta_seconds,
             restored_from=self.restored_from,
+            mfu=mfu,
+            checkpoint_step=checkpoint_step,
+            force=force,
         )
-        self._progress.write(doc, force=force)
 
     def write_summary(self, summary: dict) -> None:
         """Write summary.json, and the compact summary to the termination log if set."""

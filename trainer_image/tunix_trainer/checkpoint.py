@@ -154,6 +154,7 @@ class Checkpointer:
         )
         self._in_flight: int | None = None
         self._last_saved: int | None = None
+        self._durable: int | None = None  # see durable_step
         self._saver = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-save")
         self._saving: concurrent.futures.Future[None] | None = None
 
@@ -172,6 +173,16 @@ class Checkpointer:
     def latest_saved(self) -> int | None:
         """The step last saved or restored by this process (its save may still be in flight)."""
         return self._last_saved
+
+    def durable_step(self) -> int | None:
+        """The newest step known durable, without waiting: restored, or saved and committed (and, for an
+        object store, uploaded: known at ``wait``). It lags while a save is in flight."""
+        if self._mirror is None:
+            saving = self._saving
+            busy = (saving is not None and not saving.done()) or self._manager.is_saving_in_progress()
+            if not busy and self._in_flight is not None:
+                self._durable, self._in_flight = self._in_flight, None
+        return self._durable
 
     def should_save(self, step: int) -> bool:
         """A periodic save is due after ``step`` completed optimizer steps."""
@@ -204,6 +215,7 @@ class Checkpointer:
         if self._mirror is not None:
             self._mirror_finished()
             self._mirror.drain()
+        self._durable = self._last_saved
 
     def close(self) -> None:
         """Wait for pending saves, then release the manager (and the staging directory)."""
@@ -253,7 +265,7 @@ class Checkpointer:
                 set_aside.append(where)
                 continue
             self._delete([s for s in self.all_steps() if s > step])
-            self._last_saved = step
+            self._last_saved = self._durable = step
             if set_aside:
                 _say(f"resuming from checkpoint {step}, the newest intact one in {self.uri}")
             return Restored(step=step, state=state, meta=meta, set_aside=set_aside)

@@ -32,9 +32,16 @@ from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import StopAgreement, make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
 from tunix_trainer.metric_record import MetricRecord
-from tunix_trainer.model import ModelConfig, choose_attention_impl, count_params, resolve_model_config
+from tunix_trainer.model import (
+    ModelConfig,
+    choose_attention_impl,
+    count_params,
+    flops_per_token,
+    resolve_model_config,
+)
 from tunix_trainer.pretrained.export import MODEL_DIR, ModelExporter
 from tunix_trainer.pretrained.loader import PretrainedModel
+from tunix_trainer.progress import MfuMeter, mfu_meter
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
     abstract_state,
@@ -160,6 +167,13 @@ def setup_train_loop(
             on_progress=on_progress if jax.process_index() == 0 else None,
             stop_event=stop_event or threading.Event(),
             exporter=exporter,
+            mfu=mfu_meter(
+                flops_per_token(model_cfg, training.seq_len),
+                devices[0].device_kind,
+                devices[0].platform,
+                training.compute_dtype.value,
+                len(devices),
+            ),
         )
         state = train_state.state
         if restored is not None:
@@ -193,6 +207,7 @@ class _Loop:
         on_progress: ProgressCallback | None,
         stop_event: threading.Event,
         exporter: Callable[[Any], str] | None = None,
+        mfu: MfuMeter | None = None,
     ) -> None:
         self.run_config = run
         self.training = run.spec.training
@@ -206,6 +221,8 @@ class _Loop:
         self.stop_event = stop_event
         self.exporter = exporter  # writes the model in HF format at the end (and every N saves)
         self.export_every_saves = run.spec.checkpoint.export_every_saves
+        self.mfu = mfu  # live MFU of a step (None where the device's peak is unknown)
+        self._last_report: dict[str, Any] | None = None
         self._saves = 0
         self.model_uri: str | None = None
         self._exported_step: int | None = None
@@ -309,16 +326,20 @@ class _Loop:
         if last or pending.step % self.log_every == 0:
             self._report(record)
 
-    def _report(self, record: dict[str, Any]) -> None:
+    def _report(self, record: dict[str, Any], force: bool = False) -> None:
         total = self.training.steps
         eta = None if self._ema_step_time is None else (total - record["step"]) * self._ema_step_time
+        timed = not record.get("includes_compile") and self.mfu is not None
+        self._last_report = record
         self.artifacts.progress(
             step=record["step"],
             total_steps=total,
             loss=record["loss"],
             tokens_per_second=record["tokens_per_second"],
             eta_seconds=eta,
-            force=record["step"] == total,
+            force=force or record["step"] == total,
+            mfu=self.mfu(record["tokens"], record["step_time_seconds"]) if timed and self.mfu else None,
+            checkpoint_step=self.checkpointer.durable_step(),
         )
         if self.on_progress is not None:
             self.on_progress({**record, "total_steps": total, "eta_seconds": eta})
@@ -350,6 +371,8 @@ class _Loop:
         if step > self.start_step and self.checkpointer.latest_saved != step:
             self._save(step, state)
         self.checkpointer.wait()
+        if self._last_report is not None:  # the checkpoint just saved, for the operator's status
+            self._report(self._last_report, force=True)
         self.artifacts.close()
         if step == 0:  # nothing trained: no checkpoint, and none is claimed
             raise PreemptedError("stopped by SIGTERM before the first step; no checkpoint to save", step=0)

@@ -1,0 +1,82 @@
+"""progress.json as the operator's live signal: the attempt, the newest durable checkpoint and when it
+became durable, and the live MFU (the benchmark's formula and peak table)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import fsspec
+import pytest
+
+from tunix_api.run import Progress
+from tunix_trainer.benchmark.hardware import PEAK_FLOPS
+from tunix_trainer.config import load_run
+from tunix_trainer.errors import PreemptedError
+from tunix_trainer.loop import train
+from tunix_trainer.progress import ProgressWriter, mfu_meter
+
+FIELDS = {"step": 3, "total_steps": 10, "loss": 1.0, "tokens_per_second": 5.0, "eta_seconds": 1.0}
+
+
+def written(fs: fsspec.AbstractFileSystem) -> Progress:
+    return Progress.model_validate(json.loads(fs.cat_file("/run/progress.json")))
+
+
+def test_a_newly_durable_checkpoint_is_written_at_once_with_its_time(monkeypatch) -> None:
+    monkeypatch.setenv("TUNIX_ATTEMPT", "2")
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    writer = ProgressWriter(fs, "/run", interval_seconds=3600)
+    assert writer.report(checkpoint_step=40, restored_from=40, **FIELDS)
+    first = written(fs)
+    assert (first.attempt, first.checkpoint_step, first.checkpoint_time) == (2, 40, None)  # restored
+    assert not writer.report(checkpoint_step=40, restored_from=40, **FIELDS)  # rate-limited
+    assert writer.report(checkpoint_step=50, restored_from=40, **FIELDS)  # newly durable: at once
+    second = written(fs)
+    assert second.checkpoint_step == 50 and second.checkpoint_time is not None
+    assert second.checkpoint_time.endswith("Z")
+
+
+def test_no_attempt_outside_the_operator(monkeypatch) -> None:
+    monkeypatch.delenv("TUNIX_ATTEMPT", raising=False)
+    fs = fsspec.filesystem("memory")
+    fs.store.clear()
+    ProgressWriter(fs, "/run").report(**FIELDS)
+    doc = json.loads(fs.cat_file("/run/progress.json"))
+    assert "attempt" not in doc and "checkpointStep" not in doc and "mfu" not in doc
+
+
+def test_the_live_mfu_uses_the_benchmark_peak_table() -> None:
+    h100 = next(peaks for needles, name, peaks in PEAK_FLOPS if name == "H100 SXM")
+    meter = mfu_meter(1e9, "NVIDIA H100 80GB HBM3", "gpu", "bfloat16", devices=2)
+    # 1e9 FLOPs per token * 8000 tokens in 0.5 s = 1.6e13 FLOP/s over two devices' peak
+    assert meter(8000, 0.5) == pytest.approx(1.6e13 / (2 * h100["bfloat16"]), rel=1e-12)
+    assert mfu_meter(1e9, "cpu", "cpu", "float32", devices=1)(8000, 0.5) is None
+    assert meter(0, 0.5) is None and meter(8000, 0.0) is None
+
+
+def test_a_preempted_attempt_reports_the_checkpoint_it_saved(write_config, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TUNIX_ATTEMPT", "0")
+    config = write_config(
+        training={"steps": 8, "batchSize": 2, "seqLen": 16},
+        checkpoint={"saveIntervalSteps": 4},
+        metrics={"progressIntervalSeconds": 3600},  # only forced writes after the first
+    )
+    art, stop = tmp_path / "art", threading.Event()
+
+    def stop_at_5(record: dict) -> None:
+        if record["step"] == 5:
+            stop.set()
+
+    with pytest.raises(PreemptedError) as info:
+        train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ck"), stop_event=stop,
+              on_progress=stop_at_5)  # fmt: skip
+    progress = Progress.model_validate_json((art / "progress.json").read_text())
+    assert (progress.attempt, progress.step, progress.checkpoint_step) == (
+        0,
+        info.value.step,
+        info.value.step,
+    )
+    assert progress.checkpoint_time is not None
+    assert progress.mfu is None  # no peak for CPU devices
