@@ -35,7 +35,8 @@ T = TypeVar("T")
 LoginFn = Callable[..., Any]
 TRANSIENT_ERRORS = (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError)
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-CHILD_EVENT_IDS = ("job-event", "pod-event")
+CHILD_EVENT_IDS = ("job-event", "pod-event", "run-event")
+RUN_EVENT_ID = CHILD_EVENT_IDS[2]
 JOB_INDEX, POD_INDEX = "run_jobs", "run_pods"  # kopf passes each index by its handler id
 JOBS, PODS = ("batch", "v1", "jobs"), ("v1", "pods")
 # The API server sends only our children to the Job and pod watches.
@@ -47,7 +48,7 @@ RETRY_MESSAGES = re.compile(
 
 
 class QuietChildEvents(logging.Filter):
-    """Drop kopf's "Handler 'pod-event' succeeded." lines: one per pod change is noise."""
+    """Drop kopf's "Handler 'pod-event' succeeded." lines: one per pod or run change is noise."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -98,6 +99,23 @@ class RunDaemons:
         self.settings = settings
         self.workers = Workers(settings.max_concurrent_reconciles, metrics)
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
+        self._specs: dict[tuple[str, str], tuple[Any, Any]] = {}  # (generation, spec.suspend) last seen
+
+    def spec_seen(self, namespace: str, name: str, body: Mapping[str, Any], gone: bool = False) -> None:
+        """Wake the run's daemon when its spec changed (a new generation) since the last event."""
+        key = (namespace, name)
+        if gone or (body.get("metadata") or {}).get("deletionTimestamp"):
+            self._specs.pop(key, None)
+            return
+        spec = body.get("spec") or {}
+        seen = ((body.get("metadata") or {}).get("generation"), spec.get("suspend"))
+        previous = self._specs.get(key)
+        self._specs[key] = seen
+        if previous is None or previous == seen:
+            return
+        if previous[1] != seen[1]:
+            logger.info("%s/%s: spec.suspend %s -> %s", namespace, name, previous[1], seen[1])
+        self.poke(namespace, name)
 
     def poke(self, namespace: str | None, name: str | None) -> None:
         """Ask the run's daemon to reconcile now (no-op for unknown runs)."""
@@ -274,14 +292,11 @@ def build_registry(
 
         await daemons.run(namespace, name, body, children, stopped)
 
-    @kopf.on.update(*runs, registry=registry, field="spec", id="spec-changed")
-    async def spec_changed(name: str, namespace: str, **_: Any) -> None:
-        daemons.poke(namespace, name)
-
-    @kopf.on.field(*runs, registry=registry, field="spec.suspend", id="suspend-changed")
-    async def suspend_changed(name: str, namespace: str, old: Any, new: Any, **_: Any) -> None:
-        logger.info("%s/%s: spec.suspend %s -> %s", namespace, name, old, new)
-        daemons.poke(namespace, name)
+    # A spec change wakes the daemon. An event handler, not on.update/on.field: those need kopf's
+    # "last-handled-configuration" annotation, one more patch of every run.
+    @kopf.on.event(*runs, registry=registry, id=RUN_EVENT_ID)
+    async def run_event(name: str, namespace: str, body: Any, type: str | None, **_: Any) -> None:
+        daemons.spec_seen(namespace, name, body, gone=type == "DELETED")
 
     @kopf.on.event(*JOBS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[0])
     async def job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
