@@ -6,7 +6,7 @@ credentials Secret (through :class:`~tunix_operator.storage.CredentialsCache`).
 
 - tunix.dev/tunixruns: list/watch/patch by kopf itself; tunixruns/status: patch
 - batch/jobs: create, delete  (list/watch by kopf, label-selected, for the index)
-- core/pods: list/watch by kopf (label-selected) for the index
+- core/pods: list/watch by kopf (label-selected) for the index; patch (the checkpoint-time annotation)
 - core/configmaps: create, patch; core/persistentvolumeclaims: create; core/services: create
 - core/secrets: get (the run's credentialsSecret only); core/events: create (kopf)
 """
@@ -92,6 +92,22 @@ class KubeClient:
         try:
             self._batch.delete_namespaced_job(
                 name, namespace, propagation_policy="Background", _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
+        """Merge ``annotations`` into a pod's; False when the pod is gone."""
+        try:
+            self._core.patch_namespaced_pod(
+                name,
+                namespace,
+                {"metadata": {"annotations": dict(annotations)}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
             )
             return True
         except ApiException as exc:

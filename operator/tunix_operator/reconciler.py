@@ -68,8 +68,9 @@ class Reconciler:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
         jobs = self.expectations.jobs(key, children.jobs)
-        observed = self._observe(body, jobs, children)
-        decision = state.decide(body, observed, self.clock(), self.settings)
+        view = state.view_run(body)  # parsed once for reading and deciding
+        observed = self._observe(body, view, jobs, children)
+        decision = state.decide(view, observed, self.clock(), self.settings)
         if decision.status_patch and not self._patch_status(body, decision.status_patch):
             return None
         try:
@@ -107,14 +108,18 @@ class Reconciler:
     # ---- observing -----------------------------------------------------------------------------
 
     def _observe(
-        self, body: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]], children: Children
+        self,
+        body: Mapping[str, Any],
+        view: state.RunView,
+        jobs: Mapping[str, Mapping[str, Any]],
+        children: Children,
     ) -> state.Observed:
         namespace, name = _key(body)
-        status = state.parse_status(body.get("status"))
-        job = jobs.get(job_name(name, status.attempt)) if status.attempt is not None else None
+        attempt = view.status.attempt
+        job = jobs.get(job_name(name, attempt)) if attempt is not None else None
         pods = list(children.pods)
-        want_progress, want_result = state.reads_needed(body, job, pods)
-        run, _ = state.parse_run(body)
+        want_progress, want_result = state.reads_needed(view, job, pods)
+        run = view.run
         if run is None or not (want_progress or want_result):
             return state.Observed(job=job, pods=pods)
         reader = self._reader(namespace, run)
@@ -155,6 +160,9 @@ class Reconciler:
                         logger.info("created %s %s/%s", obj["kind"], ref.namespace, obj["metadata"]["name"])
                         if obj["kind"] == "Job":
                             self.expectations.created(key, created)
+            elif isinstance(action, state.AnnotatePods):
+                for pod in action.pods:
+                    self.kube.annotate_pod(ref.namespace, pod, dict(action.annotations))
 
 
 def _reason(exc: ApiException) -> str:

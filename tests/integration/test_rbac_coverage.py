@@ -139,7 +139,8 @@ def full_lifecycle(k8s: Api, kubelet: ProcessKubelet, artifacts_dir: pathlib.Pat
     wait_for(phase_is(k8s, "life", "Running"), what="life Running")
     run_dir = artifacts_dir / k8s.ns / "life"
     run_dir.mkdir(parents=True)
-    progress = {"step": 5, "totalSteps": 20, "loss": 2.0, "updatedAt": "2099-01-01T00:00:00Z"}
+    progress = {"step": 5, "totalSteps": 20, "loss": 2.0, "updatedAt": "2099-01-01T00:00:00Z",
+                "checkpointStep": 5, "checkpointTime": "2099-01-01T00:00:00Z"}  # fmt: skip
     (run_dir / "progress.json").write_text(json.dumps(progress))
     wait_for(lambda: k8s.status("life").get("progress"), what="life progress")
 

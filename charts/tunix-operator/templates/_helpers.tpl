@@ -69,9 +69,10 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete"]
+# Pods are patched only to set the tunix.dev/last-checkpoint-time annotation (status.checkpoint).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 # The run's config (patched when it exists already: the spec may have changed between attempts).
 - apiGroups: [""]
   resources: ["configmaps"]
