@@ -7,6 +7,7 @@ PROGRESS_FILE = "progress.json"  # small, rewritten every few seconds while runn
 SUMMARY_FILE = "summary.json"  # written once at the end of training
 BENCHMARK_FILE = "benchmark.json"  # written once at the end of a benchmark
 MODEL_DIR = "model"  # the trained model in Hugging Face format, exported at the end of a Train run
+ADAPTER_DIR = "adapter"  # a LoRA run's adapters in PEFT format (adapter_config.json, weights)
 
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes default terminationMessagePath
 TERMINATION_MESSAGE_LIMIT = 4096  # kubelet truncates termination messages at 4 KiB

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import numpy as np
 
 from tunix_api.artifacts import join_uri
 from tunix_api.run import Mode
@@ -31,6 +32,7 @@ from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import StopAgreement, make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
+from tunix_trainer.lora import check_lora, checkpointed, count_adapter_params, with_checkpointed
 from tunix_trainer.metric_record import MetricRecord
 from tunix_trainer.model import (
     ModelConfig,
@@ -39,7 +41,7 @@ from tunix_trainer.model import (
     flops_per_token,
     resolve_model_config,
 )
-from tunix_trainer.pretrained.export import MODEL_DIR, ModelExporter
+from tunix_trainer.pretrained.export import MODEL_DIR, ModelExporter, adapter_options
 from tunix_trainer.pretrained.loader import PretrainedModel
 from tunix_trainer.progress import MfuMeter, mfu_meter
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
@@ -80,6 +82,8 @@ def train(
     except BaseException:
         _close_quietly(setup.checkpointer)
         raise
+    finally:
+        setup.loop.data.close()  # the data worker processes
     setup.checkpointer.close()
     return summary
 
@@ -119,6 +123,8 @@ def setup_train_loop(
     tokenizer = dataset_tokenizer(run, spec.dataset)
     data = dataset_batches(run, spec.dataset, tokenizer)
     model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform, pretrained)
+    if training.lora is not None:
+        check_lora(training.lora, model_cfg)  # before any weight is read
     if pretrained is None:
         train_state = init_train_state(model_cfg, training, mesh, training.seed)
     else:
@@ -131,6 +137,7 @@ def setup_train_loop(
         base_config=pretrained.config if pretrained else None,
         tokenizer_files=getattr(tokenizer, "files", None),
         storage_options=fsspec_options(artifacts_uri, spec.storage),
+        **adapter_options(spec, artifacts_uri, pretrained),
     )
 
     checkpointer = Checkpointer(
@@ -142,7 +149,7 @@ def setup_train_loop(
     try:
         restored = checkpointer.restore(
             resume or spec.checkpoint.resume,
-            abstract_state(train_state.state),
+            abstract_state(checkpointed(train_state.state, training)),
             accept=lambda meta: data.restore(meta["data"]) if "data" in meta else None,
         )
         artifacts: RunArtifacts | _NoArtifacts = (
@@ -177,9 +184,11 @@ def setup_train_loop(
         )
         state = train_state.state
         if restored is not None:
-            state = restored.state
+            state = with_checkpointed(state, restored.state, training)
             loop.resume_from(restored.step, restored.meta)
         provenance = make_provenance(run, devices, model_cfg, data.checksum)
+        if training.lora is not None:
+            provenance["lora_parameters"] = count_adapter_params(model_cfg, training.lora)
     except BaseException:
         _close_quietly(checkpointer)
         raise
@@ -256,7 +265,9 @@ class _Loop:
         step, pending = self.start_step, None
         try:
             while step < total and not self._stop_requested(step):
-                device_batch = put_batch(next(self.data), self.mesh, self.training.grad_accum_steps)
+                device_batch = put_batch(
+                    next(self.data), self.mesh, self.training.grad_accum_steps, host_rows=True
+                )
                 state, metrics = self.step_fn(state, device_batch)
                 step += 1
                 if pending is not None:
@@ -356,7 +367,7 @@ class _Loop:
         # The metrics up to ``step`` become durable before the checkpoint exists: a checkpoint is
         # never the resume point of records that were lost (a failed flush saves nothing).
         self.artifacts.flush()
-        self.checkpointer.save(step, state, meta)
+        self.checkpointer.save(step, checkpointed(state, self.training), meta)
         self._saves += 1
         every = self.export_every_saves
         if self.exporter is not None and every and self._saves % every == 0:
@@ -454,9 +465,14 @@ def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
     )
 
 
-def dataset_batches(run: LoadedRun, dataset: DatasetSpec, tokenizer: Tokenizer) -> BatchIterator:
-    """The run's training batches (``spec.training`` sizes and seed) from ``dataset``."""
+def dataset_batches(
+    run: LoadedRun, dataset: DatasetSpec, tokenizer: Tokenizer, hold_out_fraction: float = 0.0
+) -> BatchIterator:
+    """The run's training batches (``spec.training`` sizes and seed) from ``dataset``, less the
+    held-out records: this process's rows of every global batch (``data_stream.host_lanes``),
+    the data position gathered from every process for checkpoints."""
     training = run.spec.training
+    multi = jax.process_count() > 1
     return BatchIterator(
         dataset,
         tokenizer,
@@ -465,7 +481,20 @@ def dataset_batches(run: LoadedRun, dataset: DatasetSpec, tokenizer: Tokenizer) 
         seed=training.seed,
         storage_options=fsspec_options(dataset.uri, run.spec.storage),
         base_dir=run.base_dir,
+        hold_out_fraction=hold_out_fraction,
+        grad_accum_steps=training.grad_accum_steps,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        gather=_gather_from_processes if multi else None,
+        workers=dataset.workers,
     )
+
+
+def _gather_from_processes(rows: Any) -> Any:
+    """Every process's ``rows`` concatenated in process order (a collective)."""
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(rows, tiled=True))
 
 
 def _version(distribution: str) -> str:

@@ -5,7 +5,9 @@ rotary position embeddings, RMSNorm, SwiGLU MLP) -> final RMSNorm -> output head
 or a separate matrix when ``tie_embeddings`` is off). No biases. Parameters are stored in
 ``cfg.param_dtype`` and cast to ``cfg.dtype`` where they are used; normalisation statistics, rotary
 embeddings and the attention softmax are computed in float32. The layout is Hugging Face's
-``LlamaForCausalLM`` up to reshapes and transposes (``tunix_trainer.pretrained.weights``).
+``LlamaForCausalLM`` up to reshapes and transposes (``tunix_trainer.pretrained.weights``). With
+LoRA (``tunix_trainer.lora``) the attention and MLP modules carry ``nnx.LoRA`` adapters whose
+outputs are added to their projections' slices.
 """
 
 from __future__ import annotations
@@ -104,6 +106,14 @@ def rope_tables(
     return jnp.cos(angles)[None, :, None, :], jnp.sin(angles)[None, :, None, :]
 
 
+def _adapted(
+    lora: nnx.Module | None, name: str, x: jax.Array, y: jax.Array, rngs: nnx.Rngs | None
+) -> jax.Array:
+    """``y`` (the projection ``name`` of ``x``, any trailing shape) plus its LoRA adapter's output."""
+    delta = None if lora is None else lora(name, x, rngs)
+    return y if delta is None else y + delta.reshape(y.shape)
+
+
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     """Rotate [B, T, N, H] by position (rotate-half convention), computed in float32."""
     half = x.shape[-1] // 2
@@ -121,14 +131,24 @@ class Attention(nnx.Module):
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layers)
         self.qkv = _normal(rngs, (cfg.d_model, heads, cfg.head_dim), INIT_STD, cfg.param_dtype)
         self.out = _normal(rngs, (cfg.n_heads, cfg.head_dim, cfg.d_model), out_std, cfg.param_dtype)
+        self.lora = nnx.data(None)  # LoRA adapters of q/k/v/o_proj (tunix_trainer.lora.add_adapters)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
         cfg = self.cfg
         qkv = jnp.einsum("btd,dnh->btnh", x, self.qkv[...].astype(cfg.dtype))
         q, k, v = jnp.split(qkv, [cfg.n_heads, cfg.n_heads + cfg.n_kv_heads], axis=2)
+        if self.lora is not None:
+            q = _adapted(self.lora, "q_proj", x, q, rngs)
+            k = _adapted(self.lora, "k_proj", x, k, rngs)
+            v = _adapted(self.lora, "v_proj", x, v, rngs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         o = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=cfg.attention_impl)
-        return jnp.einsum("btnh,nhd->btd", o, self.out[...].astype(cfg.dtype))
+        out = jnp.einsum("btnh,nhd->btd", o, self.out[...].astype(cfg.dtype))
+        if self.lora is not None:
+            out = _adapted(self.lora, "o_proj", o.reshape(*o.shape[:2], -1), out, rngs)
+        return out
 
 
 class MLP(nnx.Module):
@@ -139,11 +159,18 @@ class MLP(nnx.Module):
         out_std = INIT_STD / math.sqrt(2 * cfg.n_layers)
         self.gate_up = _normal(rngs, (cfg.d_model, 2, cfg.d_ff), INIT_STD, cfg.param_dtype)
         self.down = _normal(rngs, (cfg.d_ff, cfg.d_model), out_std, cfg.param_dtype)
+        self.lora = nnx.data(None)  # LoRA adapters of gate/up/down_proj (tunix_trainer.lora.add_adapters)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         dtype = self.cfg.dtype
         h = jnp.einsum("btd,dkf->btkf", x, self.gate_up[...].astype(dtype))
-        return (jax.nn.silu(h[:, :, 0]) * h[:, :, 1]) @ self.down[...].astype(dtype)
+        gate, up = h[:, :, 0], h[:, :, 1]
+        if self.lora is None:
+            return (jax.nn.silu(gate) * up) @ self.down[...].astype(dtype)
+        gate = _adapted(self.lora, "gate_proj", x, gate, rngs)
+        up = _adapted(self.lora, "up_proj", x, up, rngs)
+        hidden = jax.nn.silu(gate) * up
+        return _adapted(self.lora, "down_proj", hidden, hidden @ self.down[...].astype(dtype), rngs)
 
 
 class Block(nnx.Module):
@@ -155,13 +182,18 @@ class Block(nnx.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=cfg.param_dtype)
         self.mlp = MLP(cfg, rngs=rngs)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x), cos, sin)
-        return x + self.mlp(self.mlp_norm(x))
+    def __call__(
+        self, x: jax.Array, cos: jax.Array, sin: jax.Array, rngs: nnx.Rngs | None = None
+    ) -> jax.Array:
+        x = x + self.attn(self.attn_norm(x), cos, sin, rngs)
+        return x + self.mlp(self.mlp_norm(x), rngs)
 
 
 class Transformer(nnx.Module):
-    """The language model: int32 tokens [B, T] -> logits [B, T, vocab] in ``cfg.dtype``."""
+    """The language model: int32 tokens [B, T] -> logits [B, T, vocab] in ``cfg.dtype``.
+
+    ``rngs`` (training only) drives the LoRA adapters' dropout; without it the model is
+    deterministic."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -171,13 +203,13 @@ class Transformer(nnx.Module):
         if not cfg.tie_embeddings:  # [vocab, d] like the embedding (and Hugging Face's lm_head)
             self.head = _normal(rngs, (cfg.vocab_size, cfg.d_model), INIT_STD, cfg.param_dtype)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
         cfg = self.cfg
         embed = self.embed[...]
         x = jnp.take(embed, tokens, axis=0).astype(cfg.dtype)
         cos, sin = rope_tables(tokens.shape[1], cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, rngs)
         x = self.final_norm(x)
         head = embed if cfg.tie_embeddings else self.head[...]
         return jnp.einsum("btd,vd->btv", x, head.astype(cfg.dtype))

@@ -20,7 +20,6 @@ from jax.sharding import Mesh, NamedSharding
 from tunix_api.training import TrainingSpec
 from tunix_trainer.data import DataError
 from tunix_trainer.model import Transformer
-from tunix_trainer.optim import make_optimizer
 from tunix_trainer.presets import ModelConfig
 from tunix_trainer.pretrained.hf_config import check_supported, model_config_from_hf
 from tunix_trainer.pretrained.source import ModelFiles
@@ -94,17 +93,12 @@ def init_train_state_from(
     params: dict[str, Any], cfg: ModelConfig, training: TrainingSpec, mesh: Mesh
 ) -> TrainState:
     """The train state (model + optimizer, replicated) whose model parameters are ``params``
-    (a pure dict, donated)."""
+    (a pure dict, donated); with ``training.lora``, adapters added and only they trained."""
     seed = training.seed
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build_model_and_optimizer(cfg, training, seed)))
 
     def build(loaded: dict[str, Any]) -> nnx.State:
-        model = Transformer(cfg, rngs=nnx.Rngs(seed))
-        state = nnx.state(model, nnx.Param)
-        nnx.replace_by_pure_dict(state, loaded)
-        nnx.update(model, state)
-        optimizer = nnx.Optimizer(model, make_optimizer(training), wrt=nnx.Param)
-        return nnx.state((model, optimizer))
+        return nnx.state(build_model_and_optimizer(cfg, training, seed, loaded))
 
     state = jax.jit(build, out_shardings=replicated(mesh), donate_argnums=0)(params)
     return TrainState(graphdef=graphdef, state=state)
