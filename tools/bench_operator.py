@@ -131,7 +131,8 @@ class Window:
             "api_requests": sum(requests.values()),
             "api_requests_per_second": round(sum(requests.values()) / wall, 3) if wall else None,
             "api_requests_by_verb": dict(sorted(requests.items())),
-            "reconciles": reconcile_count(metrics) - reconcile_count(self.metrics),
+            "reconciles": (done := reconcile_count(metrics) - reconcile_count(self.metrics)),
+            "operator_cpu_ms_per_reconcile": round(1000 * cpu / done, 2) if done else None,
             "storage_reads": reads,
             "load_average_1m": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
         }
@@ -287,6 +288,9 @@ class Bench:
             "TUNIX_LOG_FORMAT": "text",
             "TUNIX_LOG_LEVEL": "WARNING",
         }
+        if self.args.operator_path:  # another checkout's operator (e.g. a baseline), first on the path
+            paths = [str(pathlib.Path(self.args.operator_path) / d) for d in ("operator", "api")]
+            env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
         log = (self.workdir / "operator.log").open("wb")
         command = [sys.executable, "-m", "tunix_operator", "--kubeconfig", str(kubeconfig), "--standalone",
                    "-n", NAMESPACE, "--metrics-port", str(self.metrics_port),
@@ -515,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
+    parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
