@@ -197,3 +197,19 @@ def test_a_suspension_is_idle_time() -> None:
     step(body, Observed(), at(80))
     assert body["status"]["attempts"][1]["waitedSeconds"] == 60
     assert body["status"]["goodput"]["lostSeconds"]["idle"] == 60
+
+
+def test_an_attempt_preempted_before_its_trainer_exited_gets_the_exit_code_later() -> None:
+    body = run_body()
+    step(body)
+    evicted = {"disruption": "TerminationByKubelet", "disrupted_at": at(39), "grace_seconds": 30}
+    step(body, Observed(job=job(), pods=[pod(phase="Running", **evicted)]), at(40))
+    record = body["status"]["attempts"][0]
+    assert (record["outcome"], record.get("exitCode"), record["reason"]) == (
+        "Preempted",
+        None,
+        "TerminationByKubelet",
+    )
+    step(body, Observed(pods=[pod(phase="Failed", exit_code=75, **evicted)]), at(50))
+    assert body["status"]["attempts"][0]["exitCode"] == 75
+    assert [r["index"] for r in body["status"]["attempts"]] == [0, 1]

@@ -97,6 +97,20 @@ def ended(
     _replace(d, record.model_copy(update=update))
 
 
+def late_exit_code(d: Draft) -> None:
+    """The exit code of an attempt that ended before its trainer did (a preemption is seen on the
+    DisruptionTarget condition; the trainer then saves and exits), once one of its pods has one."""
+    records = d.new.attempts or []
+    record = records[-1] if records else None
+    if record is None or record.outcome is None or record.exit_code is not None:
+        return
+    codes = [p.exit_code for p in d.pods if p.attempt == record.index and p.exit_code is not None]
+    if codes:
+        code = next((c for c in codes if c != 0), 0)
+        records = [*records[:-1], record.model_copy(update={"exit_code": code})]
+        d.new.attempts = records
+
+
 def outcome_of(exit_class: ExitClass | None) -> AttemptOutcome:
     return OUTCOME_OF_CLASS.get(exit_class or ExitClass.RETRYABLE, AttemptOutcome.RETRYABLE)
 

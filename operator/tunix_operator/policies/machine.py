@@ -83,6 +83,7 @@ def reads_needed(
 
 
 def _active(d: Draft) -> None:
+    history.late_exit_code(d)
     if deadline.deadline_exceeded(d):
         return
     if d.spec.suspend:
