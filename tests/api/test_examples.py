@@ -130,6 +130,11 @@ SCHEMA_REJECTIONS = [
         "spec.training.beta2 in body should be less than 1",
     ),
     (
+        "stall-timeout-below-minimum",
+        _set("spec.retryPolicy.stallTimeoutSeconds", 5),
+        "spec.retryPolicy.stallTimeoutSeconds in body should be greater than or equal to 10",
+    ),
+    (
         "hosts-above-maximum",
         _set("spec.accelerator.hosts", 5000),
         "spec.accelerator.hosts in body should be less than or equal to 4096",
