@@ -7,20 +7,26 @@ seeded RNG: arithmetic ("12 + 7 = 19."), counting, fixed facts ("The cow says mo
 stories with consistent arithmetic, so even a small byte-level model's loss falls clearly.
 ``--kind prompt-completion`` writes question/answer pairs (``"Q: 12 + 7 = ?\\nA:"`` -> ``" 19"``);
 ``--kind chat`` writes instruction pairs for a chat template (``"12 + 7 = ?"`` -> ``"12 + 7 = 19."``).
+``--shards N`` writes N files (``x-00000-of-0000N.jsonl``...) whose concatenation is the one-file
+dataset; an output ending in ``.gz`` (or ``.zst``, with the zstandard package) is compressed,
+deterministically. Records are streamed, so any size fits in flat memory.
 The manifest (``<output>.manifest.json`` by default) records kind, count, seed, generator,
-sha256 (hex), bytes and records. Needs only the standard library and fsspec.
+sha256 (hex), bytes and records, and per shard its file, sha256, bytes and records. Needs only the
+standard library and fsspec.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import posixpath
 import random
 import sys
-from collections.abc import Callable
-from typing import Any
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
 
 import fsspec
 
@@ -142,16 +148,63 @@ def chat_record(rng: random.Random) -> dict[str, str]:
 RECORDS = {"text": text_record, "prompt-completion": prompt_completion_record, "chat": chat_record}
 
 
-def generate(kind: str, count: int, seed: int) -> bytes:
-    """The JSONL bytes of ``count`` records of ``kind`` (pure and deterministic)."""
+def iter_lines(kind: str, count: int, seed: int) -> Iterator[bytes]:
+    """The JSONL lines (each ending in a newline) of ``count`` records of ``kind``, one at a time
+    (pure and deterministic)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if count < 1:
         raise ValueError(f"count must be positive, got {count}")
     rng = random.Random(f"{GENERATOR}:{kind}:{seed}")
     make = RECORDS[kind]
-    lines = (json.dumps(make(rng), ensure_ascii=False, sort_keys=True) for _ in range(count))
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    for _ in range(count):
+        yield (json.dumps(make(rng), ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
+def generate(kind: str, count: int, seed: int) -> bytes:
+    """The JSONL bytes of ``count`` records of ``kind`` (pure and deterministic)."""
+    return b"".join(iter_lines(kind, count, seed))
+
+
+def shard_names(output: str, shards: int) -> list[str]:
+    """The files of a dataset written as ``shards`` shards: ``output`` itself for one, else
+    ``<stem>-00000-of-0000N<suffixes>`` beside it (``x.jsonl.gz`` -> ``x-00000-of-00004.jsonl.gz``)."""
+    if shards == 1:
+        return [output]
+    head, name = posixpath.split(output)
+    stem, dot, suffixes = name.partition(".")
+    return [posixpath.join(head, f"{stem}-{i:05d}-of-{shards:05d}{dot}{suffixes}") for i in range(shards)]
+
+
+class _Compressed:
+    """A binary file that compresses what is written to it by the output's suffix (.gz, .zst or
+    none), deterministically (no file name or time in a gzip header), and hashes the bytes stored."""
+
+    def __init__(self, raw: BinaryIO, name: str):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.stored = 0
+        if name.endswith(".gz"):
+            self._compress: Any = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip, mtime 0
+        elif name.endswith(".zst"):
+            import zstandard
+
+            self._compress = zstandard.ZstdCompressor(level=3).compressobj()
+        else:
+            self._compress = None
+
+    def _store(self, data: bytes) -> None:
+        if data:
+            self.raw.write(data)
+            self.digest.update(data)
+            self.stored += len(data)
+
+    def write(self, data: bytes) -> None:
+        self._store(self._compress.compress(data) if self._compress else data)
+
+    def close(self) -> None:
+        if self._compress is not None:
+            self._store(self._compress.flush())
 
 
 def _write(uri: str, data: bytes) -> None:
@@ -163,20 +216,47 @@ def _write(uri: str, data: bytes) -> None:
 
 
 def seed_dataset(
-    kind: str, count: int, seed: int, output: str, manifest: str | None = None
+    kind: str, count: int, seed: int, output: str, manifest: str | None = None, shards: int = 1
 ) -> dict[str, Any]:
-    """Write the dataset to ``output`` and its manifest beside it; return the manifest."""
-    data = generate(kind, count, seed)
-    info = {
-        "kind": kind,
-        "count": count,
-        "seed": seed,
-        "generator": GENERATOR,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-        "records": data.count(b"\n"),
-    }
-    _write(output, data)
+    """Write the dataset to ``output`` (``shards`` files: ``shard_names``; compressed when the name
+    ends in .gz or .zst) and its manifest beside ``output``; return the manifest.
+
+    Records are streamed to disk (memory stays flat at any count). Shard ``i`` holds the records
+    ``i * count // shards`` up to the next shard's first, so the shards read in name order are the
+    one-file dataset. ``sha256``/``bytes`` describe the file as stored (one shard), or the records'
+    uncompressed JSONL (several shards, each listed with its own figures under ``shards``)."""
+    if shards < 1 or shards > count:
+        raise ValueError(f"shards must be in 1..count ({count}), got {shards}")
+    names = shard_names(output, shards)
+    lines = iter_lines(kind, count, seed)
+    whole = hashlib.sha256()
+    whole_bytes = 0
+    listing = []
+    for index, name in enumerate(names):
+        records = (index + 1) * count // shards - index * count // shards
+        fs, path = fsspec.core.url_to_fs(name)
+        if "file" in fs.protocol or "local" in fs.protocol:
+            fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with fs.open(path, "wb") as raw:
+            out = _Compressed(raw, name)
+            for line in itertools.islice(lines, records):
+                out.write(line)
+                whole.update(line)
+                whole_bytes += len(line)
+            out.close()
+        listing.append(
+            {
+                "file": posixpath.basename(name),
+                "sha256": out.digest.hexdigest(),
+                "bytes": out.stored,
+                "records": records,
+            }
+        )
+    info: dict[str, Any] = {"kind": kind, "count": count, "seed": seed, "generator": GENERATOR}
+    if shards == 1:
+        info.update(sha256=listing[0]["sha256"], bytes=listing[0]["bytes"], records=count)
+    else:
+        info.update(sha256=whole.hexdigest(), bytes=whole_bytes, records=count, shards=listing)
     _write(
         manifest or f"{output}.manifest.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
     )
@@ -196,6 +276,13 @@ def build_parser(**defaults: Any) -> argparse.ArgumentParser:
         help="Where to write the JSONL (path or fsspec URI).",
     )
     parser.add_argument("--manifest", default=None, help="Manifest URI (default: <output>.manifest.json).")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="Write this many shard files beside --output (<stem>-00000-of-0000N.jsonl...; "
+        "default 1: --output itself).",
+    )
     return parser
 
 
@@ -204,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 1:
         print("--count must be positive", file=sys.stderr)
         return 2
-    info = seed_dataset(args.kind, args.count, args.seed, args.output, args.manifest)
+    if not 1 <= args.shards <= args.count:
+        print("--shards must be between 1 and --count", file=sys.stderr)
+        return 2
+    info = seed_dataset(args.kind, args.count, args.seed, args.output, args.manifest, args.shards)
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0
 

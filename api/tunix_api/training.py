@@ -214,14 +214,16 @@ class DatasetFormat(enum.StrEnum):
 
 
 class DatasetSpec(ApiModel):
-    """Training data: one JSONL file, read whole and tokenized when the trainer starts."""
+    """Training data: JSONL or Parquet shards, streamed: read and tokenized as training consumes them."""
 
     uri: str = Field(
         ...,
         min_length=1,
-        description="JSONL file (a path, or a file://, s3://, gs:// URI), one UTF-8 JSON record per "
-        'line: {"text": ...}, or {"prompt": ..., "completion": ...} (loss on the completion only). '
-        "Blank lines are skipped, extra fields ignored; a malformed line fails the run (exit 4).",
+        description="The dataset (a path, or a file://, s3://, gs:// URI): one file, a directory of "
+        "shards or a glob of them (sorted by name). JSONL shards (.jsonl, or .jsonl.gz/.jsonl.zst) "
+        'hold one UTF-8 JSON record per line: {"text": ...}, or {"prompt": ..., "completion": ...} '
+        "(loss on the completion only); Parquet shards (.parquet) have those columns. Blank lines are "
+        "skipped, extra fields ignored; a malformed record fails the run (exit 4).",
     )
     format: DatasetFormat = Field(
         DatasetFormat.AUTO,
@@ -240,6 +242,14 @@ class DatasetSpec(ApiModel):
         True,
         description="Shuffle the documents every epoch with a generator seeded by training.seed and "
         "the epoch (default true); false keeps file order.",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Worker processes per host that read and tokenize records ahead of training "
+        "(default 0: one thread of the trainer does it). Worth it for a Hugging Face or SentencePiece "
+        "tokenizer on spare cores; the batches are the same for any value.",
     )
 
 

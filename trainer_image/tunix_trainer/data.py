@@ -1,9 +1,10 @@
-"""JSONL datasets from any fsspec URI, tokenized into deterministic, exactly resumable batches.
+"""Training batches from datasets of any size: streamed, deterministic, exactly resumable.
 
-A dataset is a JSONL file of records ``{"text": ...}`` or ``{"prompt": ..., "completion": ...}``.
-The whole file is read and tokenized once at start: right for the datasets this trainer targets
-(megabytes to a few gigabytes). Huge corpora need a streaming loader over pre-tokenized shards
-(e.g. Grain over ArrayRecord) with the same ``state()``/``restore()`` contract.
+A dataset is JSONL records ``{"text": ...}`` or ``{"prompt": ..., "completion": ...}`` (or Parquet
+with those columns) in one file, a directory or a glob of shards, on any fsspec URI
+(``data_sources``). Records are read and tokenized as training consumes them, never all at once
+(``data_stream``: the order, the lanes that make the global batch independent of the number of
+hosts, the worker processes). ``data_eval`` holds the held-out split and evaluation batches.
 
 This module needs NumPy and fsspec only (no JAX).
 """
@@ -20,12 +21,25 @@ import numpy as np
 from tunix_api.training import DatasetSpec
 from tunix_trainer.artifact_io import open_uri, resolve_uri
 from tunix_trainer.data_eval import EvalBatches, held_out_indices, training_indices
-from tunix_trainer.data_records import DataError, parse_records, tokenize_documents
+from tunix_trainer.data_records import DataError, parse_records
+from tunix_trainer.data_sources import RecordSource
+from tunix_trainer.data_stream import (
+    STATE_VERSION,
+    ChunkReader,
+    Gather,
+    LaneStream,
+    RecordOrder,
+    StreamShape,
+    check_positions,
+    host_lanes,
+    tokenizer_identity,
+)
 
 if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
 
 _CHUNK = 1 << 20
+RECORDS_PER_CHUNK = 32  # records per work item: one batched tokenizer call
 __all__ = [
     "Batch",
     "BatchIterator",
@@ -49,38 +63,6 @@ def dataset_checksum(uri: str, storage_options: dict[str, Any] | None = None) ->
     return "sha256:" + digest.hexdigest()
 
 
-def epoch_order(n_docs: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
-    """Document order of an epoch: a permutation seeded by ``(seed, epoch)``, or file order."""
-    if not shuffle:
-        return np.arange(n_docs)
-    return np.random.default_rng([seed, epoch]).permutation(n_docs)
-
-
-def packed_rows(
-    tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, order: np.ndarray, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Documents in ``order`` concatenated and cut into ``[rows, width]`` windows; the tail that
-    does not fill a window is dropped."""
-    lengths = np.diff(offsets)[order]
-    starts = offsets[:-1][order]
-    total = int(lengths.sum())
-    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    index = (np.arange(total) + shift)[: (total // width) * width].reshape(-1, width)
-    return tokens[index], weights[index]
-
-
-def padded_rows(
-    tokens: np.ndarray, weights: np.ndarray, offsets: np.ndarray, order: np.ndarray, width: int, pad_id: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One document per row, truncated to ``width`` tokens, padded with ``pad_id`` (weight 0)."""
-    starts = offsets[:-1][order]
-    lengths = np.diff(offsets)[order]
-    col = np.arange(width)
-    valid = col[None, :] < lengths[:, None]
-    index = np.where(valid, starts[:, None] + col[None, :], 0)
-    return np.where(valid, tokens[index], pad_id).astype(np.int32), np.where(valid, weights[index], 0)
-
-
 # --- batches -------------------------------------------------------------------------------------
 
 
@@ -99,29 +81,24 @@ def _batch(rows: np.ndarray, weights: np.ndarray) -> Batch:
     )
 
 
-def _read(uri: str, storage_options: dict[str, Any] | None) -> bytes:
-    try:
-        with open_uri(uri, "rb", storage_options) as f:
-            return f.read()
-    except (OSError, ValueError, ImportError) as exc:
-        raise DataError(f"cannot read dataset {uri}: {exc}") from exc
-
-
 class BatchIterator:
-    """Infinite iterator of ``Batch`` over a JSONL dataset; epochs repeat, reshuffled per epoch.
+    """Endless iterator of this host's rows of each global ``Batch`` over a dataset (``data_stream``).
 
-    Rows: with ``spec.packing`` the epoch's documents are concatenated and cut into windows of
-    ``seq_len + 1`` tokens (the incomplete tail is dropped); otherwise each document is one row,
-    truncated or padded. ``inputs = row[:-1]``, ``targets = row[1:]``; ``loss_mask`` is 0 where the
-    target is a bos, a prompt token or padding. A row whose completion was truncated away entirely
-    has an all-zero mask.
+    Rows: with ``spec.packing`` a lane's documents are concatenated and cut into rows of
+    ``seq_len + 1`` tokens; otherwise each document is one row, truncated or padded.
+    ``inputs = row[:-1]``, ``targets = row[1:]``; ``loss_mask`` is 0 where the target is a bos, a
+    prompt token or padding. Epochs run on without gaps, reshuffled each epoch.
 
-    Position: ``state()`` is ``{"epoch", "cursor", "rows_per_epoch"}``: the next row to serve is row
-    ``cursor`` of epoch ``epoch``, whose rows are a pure function of (file, tokenizer, seq_len,
-    packing, shuffle, seed, epoch). ``restore(state)`` jumps there directly, so the batches after a
-    restore are exactly those the saved iterator would have produced next. Batches run across epoch
-    boundaries without gaps. ``rows_per_epoch`` guards against resuming with a different dataset or
-    shape (a mismatch is a ``DataError``).
+    A host gets the rows ``host_lanes(batch_size, grad_accum_steps, process_index,
+    process_count)`` of every global batch of ``batch_size`` rows (all of them with one process).
+    ``hold_out_fraction`` leaves out the records ``data_eval.EvalBatches`` evaluates on.
+
+    Position: ``state()`` is ``{"version", "lanes", "shape"}``: every lane's (document, token
+    offset), gathered from all hosts by ``gather`` (a collective: call it on every process, as
+    checkpoints are), and what it is valid for. ``restore(state)`` jumps there directly, so the
+    batches after a restore are exactly those the saved iterator would have produced next, on any
+    number of hosts; a state saved for another dataset or shape is a ``DataError`` naming what
+    changed. ``workers`` processes read and tokenize ahead (0: one thread of this process).
     """
 
     def __init__(
@@ -135,92 +112,84 @@ class BatchIterator:
         storage_options: dict[str, Any] | None = None,
         base_dir: str | None = None,
         hold_out_fraction: float = 0.0,
+        grad_accum_steps: int = 1,
+        process_index: int = 0,
+        process_count: int = 1,
+        gather: Gather | None = None,
+        workers: int = 0,
+        prefetch: int = 2,
+        records_per_chunk: int = RECORDS_PER_CHUNK,
     ):
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
-        self.uri = resolve_uri(spec.uri, base_dir)
+        self.source = RecordSource(spec.uri, spec.format, storage_options=storage_options, base_dir=base_dir)
+        self.uri = self.source.uri
+        self.checksum = self.source.checksum
         self.batch_size = batch_size
         self.seq_len = seq_len
-        self.tokens_per_batch = batch_size * seq_len
-        self._seed = seed
-        self._packing = spec.packing
-        self._shuffle = spec.shuffle
-        self._pad_id = tokenizer.pad_id
-
-        data = _read(self.uri, storage_options)
-        self.checksum = "sha256:" + hashlib.sha256(data).hexdigest()
-        records = parse_records(data, spec.format, self.uri)
-        keep = training_indices(len(records), hold_out_fraction)  # data_eval.EvalBatches has the rest
-        if keep is not None:
-            records = [records[i] for i in keep]
-        self._tokens, self._weights, self._offsets = tokenize_documents(records, tokenizer)
-        self.num_documents = len(records)
-        self.num_tokens = int(self._tokens.size)
-        width = seq_len + 1
-        self.rows_per_epoch = self.num_tokens // width if self._packing else self.num_documents
-        if self.rows_per_epoch == 0:
-            raise DataError(
-                f"{self.uri}: {self.num_tokens} tokens in {self.num_documents} documents is fewer than "
-                f"one packed row of seqLen + 1 = {width} tokens; add data or lower training.seqLen"
-            )
-        self._epoch = 0
-        self._cursor = 0
-        self._cached_epoch = -1
-        self._rows, self._row_weights = self._epoch_rows(0)
-        if not self._row_weights[:, 1:].any():
-            raise DataError(
-                f"{self.uri}: no trainable tokens (every completion is truncated away at seqLen {seq_len})"
-            )
-
-    def _epoch_rows(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        if epoch != self._cached_epoch:
-            order = epoch_order(self.num_documents, self._seed, epoch, self._shuffle)
-            width = self.seq_len + 1
-            if self._packing:
-                rows = packed_rows(self._tokens, self._weights, self._offsets, order, width)
-            else:
-                rows = padded_rows(self._tokens, self._weights, self._offsets, order, width, self._pad_id)
-            self._rows, self._row_weights = rows
-            self._cached_epoch = epoch
-        return self._rows, self._row_weights
+        training = training_indices(len(self.source), hold_out_fraction)  # data_eval has the rest
+        self.num_records = len(self.source) if training is None else int(training.size)
+        self.lanes = host_lanes(batch_size, grad_accum_steps, process_index, process_count)
+        self.tokens_per_batch = len(self.lanes) * seq_len
+        self.shape = StreamShape(
+            dataset=self.checksum,
+            records=self.num_records,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            packing=spec.packing,
+            tokenizer=tokenizer_identity(tokenizer),
+            hold_out_fraction=float(hold_out_fraction),
+        )
+        order = RecordOrder(self.num_records, seed, spec.shuffle, training)
+        reader = ChunkReader(
+            self.source,
+            order,
+            tokenizer,
+            lanes=self.lanes,
+            batch_size=batch_size,
+            records_per_chunk=records_per_chunk,
+        )
+        self._stream = LaneStream(
+            reader,
+            seq_len=seq_len,
+            packing=spec.packing,
+            pad_id=tokenizer.pad_id,
+            workers=workers,
+            prefetch=prefetch,
+        )
+        self._gather = gather
+        self._served = 0
 
     def __iter__(self) -> Iterator[Batch]:
         return self
 
     def __next__(self) -> Batch:
-        rows: list[np.ndarray] = []
-        weights: list[np.ndarray] = []
-        needed = self.batch_size
-        while needed:
-            epoch_rows, epoch_weights = self._epoch_rows(self._epoch)
-            take = min(needed, self.rows_per_epoch - self._cursor)
-            rows.append(epoch_rows[self._cursor : self._cursor + take])
-            weights.append(epoch_weights[self._cursor : self._cursor + take])
-            needed -= take
-            self._cursor += take
-            if self._cursor == self.rows_per_epoch:
-                self._epoch, self._cursor = self._epoch + 1, 0
-        return _batch(np.concatenate(rows), np.concatenate(weights))
-
-    def state(self) -> dict[str, int]:
-        """The data position (JSON-serialisable); see the class docstring."""
-        return {"epoch": self._epoch, "cursor": self._cursor, "rows_per_epoch": self.rows_per_epoch}
-
-    def restore(self, state: dict[str, int]) -> None:
-        """Continue exactly where ``state()`` was taken (constant time, no replay)."""
-        try:
-            epoch, cursor = int(state["epoch"]), int(state["cursor"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"invalid data state {state!r}: needs integer epoch and cursor") from exc
-        saved_rows = state.get("rows_per_epoch", self.rows_per_epoch)
-        if saved_rows != self.rows_per_epoch:
+        rows, weights = self._stream.next_rows()
+        if self._served == 0 and not weights[:, 1:].any():
+            self.close()
             raise DataError(
-                f"cannot resume the data position: it was saved with {saved_rows} rows per epoch, "
-                f"{self.uri} now gives {self.rows_per_epoch} (dataset, tokenizer, seqLen or packing changed)"
+                f"{self.uri}: no trainable tokens in this host's rows of the first batch (every "
+                f"completion truncated away at seqLen {self.seq_len}?)"
             )
-        if epoch < 0 or not 0 <= cursor < self.rows_per_epoch:
-            raise ValueError(f"invalid data state {state!r}: cursor must be in [0, {self.rows_per_epoch})")
-        self._epoch, self._cursor = epoch, cursor
+        self._served += 1
+        return _batch(rows, weights)
+
+    def state(self) -> dict[str, Any]:
+        """The data position (JSON-serialisable); see the class docstring."""
+        local = np.column_stack([self.lanes, self._stream.positions()])  # [lanes, (lane, doc, offset)]
+        every = self._gather(local) if self._gather is not None else local
+        every = every[np.argsort(every[:, 0], kind="stable")]
+        return {"version": STATE_VERSION, "lanes": every[:, 1:].tolist(), "shape": self.shape.as_dict()}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue exactly where ``state()`` was taken (no replay)."""
+        positions = check_positions(state, self.shape, self.uri)
+        self._stream.seek(positions[self.lanes])
+        self._served = 1  # the saved run already checked its first batch
+
+    def close(self) -> None:
+        """Stop the worker processes (iterating again restarts them)."""
+        self._stream.close()
 
 
 class SyntheticBatches:

@@ -44,8 +44,8 @@ from tunix_trainer.data_records import (
     record_values,
 )
 
-JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
-COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")  # a directory's shards (not .json: manifests are JSON)
+COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
 SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES
 INDEX_VERSION = 1

@@ -55,6 +55,7 @@ class SentencePieceTokenizer:
             ) from exc
         with open_uri(uri, "rb", storage_options) as f:
             proto = f.read()
+        self._proto = proto
         self._sp = sentencepiece.SentencePieceProcessor(model_proto=proto)
         self.vocab_size = int(self._sp.get_piece_size())
         self.bos_id = int(self._sp.bos_id())
@@ -63,6 +64,16 @@ class SentencePieceTokenizer:
             raise ValueError(f"SentencePiece model {uri} must define bos and eos pieces")
         pad = int(self._sp.pad_id())
         self.pad_id = pad if pad >= 0 else self.eos_id
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the data pipeline's worker processes get a copy): the model's bytes travel."""
+        return {**self.__dict__, "_sp": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import sentencepiece
+
+        self.__dict__.update(state)
+        self._sp = sentencepiece.SentencePieceProcessor(model_proto=self._proto)
 
     def encode(self, text: str) -> list[int]:
         return list(self._sp.encode(text))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tunix_trainer.data import DataError
+from tunix_trainer.pretrained.fast_bpe import FastByteLevelBPE
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
 Example = tuple[list[int], list[int]]  # (prompt ids: not trained, completion ids: trained)
@@ -71,6 +72,8 @@ class HFTokenizer:
             self._tok = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # tokenizers raises its own Exception type on bad JSON
             raise DataError(f"{source}: not a valid tokenizer.json: {exc}") from exc
+        self._json = tokenizer_json
+        self._fast = FastByteLevelBPE.for_tokenizer(self._tok, tokenizer_json)  # None: not one it can do
         config = tokenizer_config or {}
         fallback = fallback_ids or {}
         self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
@@ -96,6 +99,17 @@ class HFTokenizer:
         self.chat_template = template if isinstance(template, str) and template else None
         self._template = compile_chat_template(template, source) if self.chat_template else None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (the data pipeline's worker processes get a copy): the compiled chat template
+        is compiled again on the other side."""
+        return {**self.__dict__, "_template": None, "_fast": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._fast = FastByteLevelBPE.for_tokenizer(self._tok, self._json)
+        if self.chat_template:
+            self._template = compile_chat_template(self.chat_template, self.source)
+
     def _special_id(self, config: dict[str, Any], key: str, fallback: dict[str, Any]) -> int | None:
         text = _token_text(config.get(key))
         if text is not None:
@@ -108,6 +122,8 @@ class HFTokenizer:
     # --- the Tokenizer protocol ------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without BOS/EOS (special-token strings in it are recognised)."""
+        if self._fast is not None:
+            return self._fast.encode(text)
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -155,17 +171,22 @@ class HFTokenizer:
                 prompt, completion = self.chat_pair(prompt, completion)
             prompts.append(prompt)
             completions.append(completion)
-        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
-        prompt_ids = encode(prompts, add_special_tokens=False)
-        completion_ids = encode(completions, add_special_tokens=False)
+        prompt_ids, completion_ids = self._encode_all(prompts), self._encode_all(completions)
         bos = [self.bos_id] if self.add_bos else []
         out: list[Example] = []
         for (prompt, _), p, c in zip(records, prompt_ids, completion_ids, strict=True):
             if prompt and chat:
-                out.append((p.ids, c.ids))
+                out.append((p, c))
             else:
-                out.append((bos + p.ids, [*c.ids, self.eos_id]))
+                out.append((bos + p, [*c, self.eos_id]))
         return out
+
+    def _encode_all(self, texts: list[str]) -> list[list[int]]:
+        """``encode`` of each text: the cached fast path, else one batched library call."""
+        if self._fast is not None:
+            return [self._fast.encode(text) for text in texts]
+        encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+        return [e.ids for e in encode(texts, add_special_tokens=False)]
 
 
 def load_hf_tokenizer(files: Any, fallback_ids: dict[str, Any] | None = None) -> HFTokenizer:

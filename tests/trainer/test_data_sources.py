@@ -1,0 +1,201 @@
+"""Random-access dataset sources: shards, compressed and Parquet files, the cached line index, and
+clear errors for what cannot be read."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import random
+import re
+import uuid
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pytest
+
+from tunix_api.training import DatasetFormat
+from tunix_trainer.data_records import DataError
+from tunix_trainer.data_sources import RecordSource, line_starts, list_shards
+
+RECORDS = [{"text": f"doc {i}"} for i in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TUNIX_DATA_CACHE", str(path))
+    return path
+
+
+def jsonl(records: list[dict], end: str = "\n") -> str:
+    return "".join(json.dumps(r) + end for r in records)
+
+
+def texts(source: RecordSource) -> list[str]:
+    return [source[i][1] for i in range(len(source))]
+
+
+def reference_starts(data: bytes) -> list[int]:
+    """Offsets of the non-blank lines, by the rule of data_records.parse_records."""
+    offset = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    starts, pos = [], offset
+    for match in re.finditer(rb"\r\n|\r|\n", data[offset:]):
+        if data[pos : offset + match.start()].strip(b" \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f"):
+            starts.append(pos)
+        pos = offset + match.end()
+    if data[pos:].strip(b" \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f"):
+        starts.append(pos)
+    return starts
+
+
+def test_line_index_matches_the_parser_for_any_chunking():
+    rng = random.Random(0)
+    pieces = [b"a", b"\n", b"\r", b" ", b"\r\n", b"{}", b"\t"]
+    for _ in range(400):
+        data = (b"\xef\xbb\xbf" if rng.random() < 0.2 else b"") + b"".join(
+            rng.choice(pieces) for _ in range(rng.randint(0, 30))
+        )
+        for size in (1, 2, 3, 7, 1000):
+            starts, total, _ = line_starts(data[i : i + size] for i in range(0, len(data), size))
+            assert starts.tolist() == reference_starts(data), (data, size)
+            assert total == len(data)
+
+
+def test_directory_of_mixed_shards_in_name_order(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    shards = tmp_path / "shards"
+    (shards / "sub").mkdir(parents=True)
+    (shards / "a.jsonl").write_text(jsonl(RECORDS[:3]) + "\n  \n")
+    with gzip.open(shards / "b.jsonl.gz", "wt") as f:
+        f.write(jsonl(RECORDS[3:5], end="\r\n"))
+    (shards / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl(RECORDS[5:7]).encode()))
+    pq.write_table(
+        pa.table({"text": [r["text"] for r in RECORDS[7:]]}), shards / "sub" / "d.parquet", row_group_size=2
+    )
+    (shards / "notes.txt").write_text("not a shard")
+    source = RecordSource(str(shards))
+    assert texts(source) == [r["text"] for r in RECORDS]
+    assert source.format == DatasetFormat.TEXT
+    assert [Path(s.uri).name for s in source.shards] == ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet"]
+    copy = pickle.loads(pickle.dumps(source))  # as a worker process gets it
+    assert copy[8] == ("", "doc 8") and copy[4] == ("", "doc 4")
+    glob = RecordSource(str(shards / "*.jsonl*"))
+    assert texts(glob) == [r["text"] for r in RECORDS[:7]]
+
+
+def test_checksum_of_one_file_is_its_sha256_and_the_index_is_cached(tmp_path, cache, monkeypatch):
+    from tunix_trainer import data_sources
+    from tunix_trainer.data import dataset_checksum
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(jsonl(RECORDS))
+    first = RecordSource(str(path))
+    assert first.checksum == dataset_checksum(str(path))
+    assert len(list(cache.glob("*.index.npz"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the index was rebuilt")
+
+    monkeypatch.setattr(data_sources, "line_starts", fail)
+    assert texts(RecordSource(str(path))) == texts(first)  # from the cache
+    path.write_text(jsonl(RECORDS[:4]))  # a changed file is indexed again
+    monkeypatch.undo()
+    monkeypatch.setenv("TUNIX_DATA_CACHE", str(cache))
+    assert len(RecordSource(str(path))) == 4
+
+
+def test_object_store_uri():
+    root = f"tunix-src-{uuid.uuid4().hex}"
+    with fsspec.open(f"memory://{root}/x/part-1.jsonl", "w") as f:
+        f.write(jsonl(RECORDS[2:4]))
+    with fsspec.open(f"memory://{root}/x/part-0.jsonl", "w") as f:
+        f.write(jsonl(RECORDS[:2]))
+    try:
+        assert texts(RecordSource(f"memory://{root}/x")) == ["doc 0", "doc 1", "doc 2", "doc 3"]
+        assert len(list_shards(f"memory://{root}/x/*.jsonl")) == 2
+    finally:
+        fsspec.filesystem("memory").rm(root, recursive=True)
+
+
+def test_prompt_completion_parquet_and_its_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "pc.parquet"
+    pq.write_table(pa.table({"prompt": ["q1", "q2"], "completion": ["a1", None]}), path)
+    source = RecordSource(str(path))
+    assert source.format == DatasetFormat.PROMPT_COMPLETION and source[0] == ("q1", "a1")
+    with pytest.raises(DataError, match=r"pc\.parquet:row 2: field 'completion' must be a string"):
+        source[1]
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError, match=r"bad\.parquet: not a Parquet file"):
+        RecordSource(str(tmp_path / "bad.parquet"))
+
+
+def test_errors_name_the_shard_and_line(tmp_path):
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b'{"text": "a"}\r\n\r\n{"text": "b"}\r{"text": "c"\n')
+    source = RecordSource(str(path))
+    assert source[1] == ("", "b")
+    with pytest.raises(DataError, match=r"crlf\.jsonl:4: invalid JSON \(Expecting ',' delimiter"):
+        source[2]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.jsonl", b"", r"empty\.jsonl: the dataset shard has no records"),
+        ("blank.jsonl", b"\n \n", r"blank\.jsonl: the dataset shard has no records"),
+        ("x.jsonl.bz2", b"BZh9", r"compression 'bz2' is not supported; use \.gz or \.zst"),
+        ("x.csv.gz", b"", r"x\.csv\.gz: compressed shards must be JSONL"),
+        ("x.jsonl.xz", b"xz", r"compression 'xz' is not supported; use \.gz or \.zst"),
+        ("x.jsonl.gz", b"not gzip at all", r"x\.jsonl\.gz: not a valid \.gz file"),
+        ("x.jsonl.zst", b"not zstd at all", r"x\.jsonl\.zst: not a valid \.zst file"),
+    ],
+)
+def test_unreadable_shards(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        RecordSource(str(tmp_path / name))
+
+
+def test_no_shards_or_no_file(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: no dataset shards \(files ending in \.jsonl"):
+        RecordSource(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match=r"cannot read dataset .*missing\.jsonl"):
+        RecordSource(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(DataError, match="no dataset shards"):
+        RecordSource(str(tmp_path / "*.jsonl"))
+
+
+def test_a_shard_that_disappears_or_changes_while_training(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.jsonl").write_text(jsonl(RECORDS[:5]))
+    (shards / "b.jsonl").write_text(jsonl(RECORDS[5:]))
+    source = RecordSource(str(shards))
+    assert source[0] == ("", "doc 0")  # a.jsonl is open now
+    os.unlink(shards / "b.jsonl")
+    with pytest.raises(DataError, match=r"b\.jsonl: the dataset shard disappeared while training"):
+        source[7]
+    (shards / "b.jsonl").write_text(jsonl(RECORDS[5:7]))  # back, but not the file that was indexed
+    with pytest.raises(DataError, match=r"b\.jsonl: the dataset shard changed since it was indexed"):
+        pickle.loads(pickle.dumps(source))[7]
+
+
+def test_auto_format_is_taken_from_the_first_record(tmp_path):
+    path = tmp_path / "pc.jsonl"
+    path.write_text(jsonl([{"prompt": "q", "completion": "a"}, {"text": "t"}]))
+    source = RecordSource(str(path))
+    with pytest.raises(
+        DataError, match=r"pc\.jsonl:2: missing 'prompt', 'completion'.*detected from .*pc\.jsonl:1"
+    ):
+        source[1]
+    assert np.array_equal(source.shards[0].starts, [0, 35])  # the line index

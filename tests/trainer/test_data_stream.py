@@ -1,0 +1,255 @@
+"""The streaming pipeline: the order, lanes across hosts, worker processes, exact resume, the
+held-out split and evaluation batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tunix_api.training import DatasetSpec
+from tunix_trainer.data import Batch, BatchIterator, DataError, EvalBatches, held_out_indices
+from tunix_trainer.data_eval import held_out_count, splitmix64, training_indices
+from tunix_trainer.data_stream import host_lanes, permute
+from tunix_trainer.tokenizer import ByteTokenizer
+
+TOK = ByteTokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _index_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNIX_DATA_CACHE", str(tmp_path / "cache"))
+
+
+def write_numbered(path: Path, n: int) -> str:
+    """Records whose text names their index: ``"record 00042"``."""
+    path.write_text("".join(json.dumps({"text": f"record {i:05d}"}) + "\n" for i in range(n)))
+    return str(path)
+
+
+def record_ids(batch: Batch) -> list[int]:
+    """The record index in each (unpacked) row: the 5 digits after ``record ``."""
+    return [int(bytes(row[8:13].tolist())) for row in batch.inputs]
+
+
+def iterator(uri: str, **kwargs) -> BatchIterator:
+    spec = {k: kwargs.pop(k) for k in ("packing", "shuffle") if k in kwargs}
+    kwargs = {"batch_size": 4, "seq_len": 16, "seed": 0, **kwargs}
+    return BatchIterator(DatasetSpec(uri=uri, **spec), TOK, **kwargs)
+
+
+def take(it, n: int) -> list[Batch]:
+    return [next(it) for _ in range(n)]
+
+
+def stack(batches: list[Batch]) -> np.ndarray:
+    return np.stack([np.concatenate([b.inputs, b.targets[:, -1:], b.loss_mask], axis=1) for b in batches])
+
+
+# --- the order ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 1000, 4099])
+def test_permute_is_a_permutation_that_changes_per_epoch(n):
+    first = permute(np.arange(n), n, seed=5, epoch=0)
+    assert sorted(first.tolist()) == list(range(n))
+    np.testing.assert_array_equal(first, permute(np.arange(n), n, seed=5, epoch=0))
+    if n >= 7:
+        assert first.tolist() != list(range(n))
+        assert permute(np.arange(n), n, seed=5, epoch=1).tolist() != first.tolist()
+        assert permute(np.arange(n), n, seed=6, epoch=0).tolist() != first.tolist()
+    # per index: any subset of positions maps as the whole permutation does
+    pick = np.arange(n)[::3]
+    np.testing.assert_array_equal(permute(pick, n, seed=5, epoch=0), first[pick])
+
+
+def test_every_record_once_per_epoch(tmp_path):
+    uri = write_numbered(tmp_path / "d.jsonl", 30)
+    it = iterator(uri, batch_size=5, packing=False, seed=11)
+    epochs = [[i for b in take(it, 6) for i in record_ids(b)] for _ in range(3)]
+    for ids in epochs:
+        assert sorted(ids) == list(range(30))
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
+# --- lanes and hosts ----------------------------------------------------------------------------------
+
+
+def test_host_lanes():
+    assert host_lanes(8, 1, 0, 1).tolist() == list(range(8))
+    assert host_lanes(8, 1, 1, 2).tolist() == [4, 5, 6, 7]
+    assert host_lanes(8, 2, 0, 2).tolist() == [0, 1, 4, 5]  # its rows of each micro-batch
+    assert host_lanes(8, 2, 1, 2).tolist() == [2, 3, 6, 7]
+    with pytest.raises(ValueError, match="split over 3 processes"):
+        host_lanes(8, 1, 0, 3)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize(("hosts", "accum"), [(2, 1), (2, 2), (4, 1)])
+def test_global_batches_do_not_depend_on_the_number_of_hosts(tmp_path, packing, hosts, accum):
+    """Each host's rows, put back in lane order, are the one-host batch, batch after batch."""
+    uri = write_numbered(tmp_path / "d.jsonl", 37)
+    one = take(iterator(uri, batch_size=8, packing=packing, grad_accum_steps=accum), 10)
+    parts = [
+        iterator(
+            uri, batch_size=8, packing=packing, grad_accum_steps=accum, process_index=h, process_count=hosts
+        )
+        for h in range(hosts)
+    ]
+    lanes = np.concatenate([p.lanes for p in parts])
+    for step in range(10):
+        rows = [next(p) for p in parts]
+        inputs = np.concatenate([r.inputs for r in rows])[np.argsort(lanes)]
+        mask = np.concatenate([r.loss_mask for r in rows])[np.argsort(lanes)]
+        np.testing.assert_array_equal(inputs, one[step].inputs)
+        np.testing.assert_array_equal(mask, one[step].loss_mask)
+
+
+def test_a_host_reads_only_its_lanes_records(tmp_path):
+    uri = write_numbered(tmp_path / "d.jsonl", 400)
+    it = iterator(uri, batch_size=4, packing=False, process_index=1, process_count=2, records_per_chunk=5)
+    seen = [i for b in take(it, 20) for i in record_ids(b)]
+    read = it.source  # the source the worker thread shares with this process
+    assert len(seen) == 40 and len(set(seen)) == 40  # lanes 2 and 3: positions 2, 3, 6, 7, ...
+    assert read is not None
+
+
+def test_state_from_two_hosts_resumes_on_one(tmp_path):
+    """The saved position is global (gathered from all hosts): a one-host run continues it exactly."""
+    uri = write_numbered(tmp_path / "d.jsonl", 29)
+    parts = [iterator(uri, batch_size=4, process_index=h, process_count=2) for h in range(2)]
+    for p in parts:
+        take(p, 7)
+    local = [np.column_stack([p.lanes, p._stream.positions()]) for p in parts]
+    states = []
+    for p in parts:  # the gather a collective does: every host's rows, in process order
+        p._gather = lambda rows, local=local: np.concatenate(local)
+        states.append(p.state())
+    assert states[0] == states[1]
+    reference = iterator(uri, batch_size=4)
+    take(reference, 7)
+    assert reference.state() == states[0]
+    resumed = iterator(uri, batch_size=4)
+    resumed.restore(json.loads(json.dumps(states[0])))
+    np.testing.assert_array_equal(stack(take(resumed, 6)), stack(take(reference, 6)))
+
+
+# --- worker processes and memory ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_worker_processes_give_the_same_batches_and_errors(tmp_path):
+    uri = write_numbered(tmp_path / "d.jsonl", 50)
+    expected = take(iterator(uri, batch_size=4, seed=2), 12)
+    it = iterator(uri, batch_size=4, seed=2, workers=2)
+    try:
+        got = take(it, 6)
+        state = it.state()
+        got += take(it, 6)
+    finally:
+        it.close()
+    np.testing.assert_array_equal(stack(got), stack(expected))
+    resumed = iterator(uri, batch_size=4, seed=2, workers=1)
+    resumed.restore(state)
+    try:
+        np.testing.assert_array_equal(stack(take(resumed, 6)), stack(expected[6:]))
+    finally:
+        resumed.close()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 7}\n')
+    broken = iterator(str(bad), batch_size=2, workers=1, shuffle=False)
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: field 'text' must be a string"):
+        try:
+            next(broken)
+        finally:
+            broken.close()
+
+
+def test_work_in_flight_stays_bounded(tmp_path):
+    """Lanes drift apart (documents differ in length) but each keeps only its next chunks in flight."""
+    path = tmp_path / "d.jsonl"
+    rng = np.random.default_rng(0)
+    path.write_text("".join(json.dumps({"text": "x" * int(n)}) + "\n" for n in rng.integers(1, 400, 300)))
+    it = iterator(str(path), batch_size=6, seq_len=32, records_per_chunk=2, prefetch=2)
+    for _ in range(300):
+        next(it)
+        assert len(it._stream._pending) <= 6 * 3
+    chunks = [lane.chunk_index for lane in it._stream.lanes]
+    assert max(chunks) > min(chunks)  # they did drift
+    it.close()
+
+
+# --- held-out split and evaluation ---------------------------------------------------------------------
+
+
+def test_held_out_split_is_fixed_and_exact():
+    held = held_out_indices(1000, 0.1)
+    assert held.size == 100 == held_out_count(1000, 0.1)
+    np.testing.assert_array_equal(held, held_out_indices(1000, 0.1))
+    assert held_out_count(10, 0.01) == 1  # at least one
+    assert training_indices(1000, 0.0) is None
+    keep = training_indices(1000, 0.1)
+    assert keep is not None and np.intersect1d(keep, held).size == 0 and keep.size + held.size == 1000
+    spread = np.histogram(held, bins=4, range=(0, 1000))[0]
+    assert spread.min() > 10  # spread over the file, not a block of it
+    assert len(set(splitmix64(np.arange(10_000, dtype=np.uint64)).tolist())) == 10_000
+    with pytest.raises(DataError, match="no training records left"):
+        held_out_count(2, 0.9)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        held_out_count(10, 1.0)
+
+
+def test_training_never_serves_held_out_records_and_eval_serves_exactly_them(tmp_path):
+    uri = write_numbered(tmp_path / "d.jsonl", 60)
+    held = set(held_out_indices(60, 0.2).tolist())
+    train = iterator(uri, batch_size=6, packing=False, hold_out_fraction=0.2, seed=4)
+    served = [i for b in take(train, 16) for i in record_ids(b)]  # two epochs of 48
+    assert sorted(set(served)) == sorted(set(range(60)) - held)
+    assert not held & set(served)
+
+    evaluated = EvalBatches(
+        DatasetSpec(uri=uri, packing=False), TOK, batch_size=5, seq_len=16, hold_out_fraction=0.2
+    )
+    batches = list(evaluated)
+    assert batches and all(b.inputs.shape == (5, 16) for b in batches)
+    rows = [r for b in batches for r, m in zip(b.inputs, b.loss_mask, strict=True) if m.any()]
+    assert sorted(int(bytes(r[8:13].tolist())) for r in rows) == sorted(held)  # in file order, once
+    assert len(list(evaluated)) == len(batches)  # a fresh pass each time
+
+
+def test_eval_batches_pack_in_order_pad_the_tail_and_split_over_hosts(tmp_path):
+    uri = write_numbered(tmp_path / "d.jsonl", 7)  # 7 x 14 tokens (bos + 12 + eos) = 98
+    spec = DatasetSpec(uri=uri)
+    whole = list(EvalBatches(spec, TOK, batch_size=4, seq_len=15, records_per_read=3))
+    tokens = np.concatenate([np.concatenate([b.inputs, b.targets[:, -1:]], axis=1) for b in whole]).reshape(
+        -1
+    )
+    expected = np.concatenate([[TOK.bos_id, *f"record {i:05d}".encode(), TOK.eos_id] for i in range(7)])
+    np.testing.assert_array_equal(tokens[:98], expected)  # 98 tokens -> 7 rows of 16, the last padded
+    assert len(whole) == 2 and whole[1].loss_mask[3].sum() == 0
+    weights = np.tile(np.r_[0, np.ones(13)], 7)  # bos untrained; text and eos trained
+    weights = np.r_[weights, np.zeros(8 * 16 - 98)].reshape(8, 16)[:, 1:]  # targets: a row's tokens 1..15
+    np.testing.assert_array_equal(np.concatenate([b.loss_mask for b in whole]), weights)
+    halves = [
+        list(EvalBatches(spec, TOK, batch_size=4, seq_len=15, process_index=h, process_count=2))
+        for h in (0, 1)
+    ]
+    for k, batch in enumerate(whole):
+        np.testing.assert_array_equal(
+            np.concatenate([halves[0][k].inputs, halves[1][k].inputs]), batch.inputs
+        )
+
+
+def test_sharded_dataset_streams_as_the_one_file_dataset(tmp_path):
+    """Shards read in name order are the records of the one file: the same batches."""
+    one = write_numbered(tmp_path / "one.jsonl", 40)
+    lines = Path(one).read_text().splitlines(keepends=True)
+    (tmp_path / "shards").mkdir()
+    for i, (a, b) in enumerate([(0, 13), (13, 14), (14, 40)]):
+        (tmp_path / "shards" / f"part-{i}.jsonl").write_text("".join(lines[a:b]))
+    a = take(iterator(one, batch_size=4, seed=9), 8)
+    b = take(iterator(str(tmp_path / "shards"), batch_size=4, seed=9), 8)
+    np.testing.assert_array_equal(stack(a), stack(b))
