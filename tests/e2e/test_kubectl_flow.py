@@ -116,6 +116,11 @@ def test_apply_watch_wait_describe_delete_with_the_real_trainer(
     records = [json.loads(line) for line in (artifacts / namespace / "e2e" / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert status["metricsUri"].endswith(f"/{namespace}/e2e/metrics.jsonl")
+    # the real trainer's progress.json (its attempt, durable checkpoints) fed the history and goodput
+    (attempt,) = status["attempts"]
+    assert (attempt["outcome"], attempt["exitCode"], attempt["lastStep"]) == ("Succeeded", 0, STEPS)
+    assert attempt["firstStep"] >= 1 and status["checkpoint"]["latestStep"] == STEPS
+    assert status["goodput"]["productiveSeconds"] > 0 and status["goodput"]["stepsLost"] == 0
 
     described = kubectl(kubeconfig, "describe", "trun", "e2e").stdout
     assert "Succeeded" in described and "Created" in described
