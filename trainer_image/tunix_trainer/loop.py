@@ -337,7 +337,7 @@ class _Loop:
         if last or pending.step % self.log_every == 0:
             self._report(record)
 
-    def _report(self, record: dict[str, Any], force: bool = False) -> None:
+    def _report(self, record: dict[str, Any], force: bool = False, notify: bool = True) -> None:
         total = self.training.steps
         eta = None if self._ema_step_time is None else (total - record["step"]) * self._ema_step_time
         timed = not record.get("includes_compile") and self.mfu is not None
@@ -352,7 +352,7 @@ class _Loop:
             mfu=self.mfu(record["tokens"], record["step_time_seconds"]) if timed and self.mfu else None,
             checkpoint_step=self.checkpointer.durable_step(),
         )
-        if self.on_progress is not None:
+        if notify and self.on_progress is not None:
             self.on_progress({**record, "total_steps": total, "eta_seconds": eta})
 
     def _save(self, step: int, state: Any) -> None:
@@ -383,7 +383,7 @@ class _Loop:
             self._save(step, state)
         self.checkpointer.wait()
         if self._last_report is not None:  # the checkpoint just saved, for the operator's status
-            self._report(self._last_report, force=True)
+            self._report(self._last_report, force=True, notify=False)
         self.artifacts.close()
         if step == 0:  # nothing trained: no checkpoint, and none is claimed
             raise PreemptedError("stopped by SIGTERM before the first step; no checkpoint to save", step=0)
