@@ -213,3 +213,13 @@ def test_an_attempt_preempted_before_its_trainer_exited_gets_the_exit_code_later
     step(body, Observed(pods=[pod(phase="Failed", exit_code=75, **evicted)]), at(50))
     assert body["status"]["attempts"][0]["exitCode"] == 75
     assert [r["index"] for r in body["status"]["attempts"]] == [0, 1]
+
+
+def test_a_benchmark_has_attempts_but_no_goodput() -> None:
+    """A benchmark reports no steps while it runs: a goodput of 0% would only mislead."""
+    body = run_body(mode="Benchmark", dataset=None)
+    del body["spec"]["dataset"]
+    step(body)
+    step(body, Observed(job=job(), pods=[pod()]), at(10))
+    assert [r["index"] for r in body["status"]["attempts"]] == [0]
+    assert "goodput" not in body["status"]

@@ -30,8 +30,8 @@ def begin(d: Draft, attempt: int, waited_seconds: float = 0.0) -> None:
     records = list(d.new.attempts or [])
     if records and records[-1].index == attempt:
         return
-    if not records and d.new.earlier_attempts is None and d.new.goodput is None:
-        d.new.goodput = goodput.account(d.now, d.now, [])  # the accounting starts here
+    if not records and d.new.earlier_attempts is None and d.new.goodput is None and not d.benchmark:
+        d.new.goodput = goodput.account(d.now, d.now, [])  # the accounting starts here (Train mode)
     records.append(
         AttemptRecord(
             index=attempt,
