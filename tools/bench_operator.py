@@ -155,21 +155,34 @@ class JobWatch:
         self._ready.wait(30)
 
     def _watch(self) -> None:
-        version = self.batch.list_namespaced_job(NAMESPACE).metadata.resource_version
+        version = self._list()
         while not self._stop.is_set():
             watch = kubernetes.watch.Watch()
             self._ready.set()
-            for event in watch.stream(
-                self.batch.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=30
-            ):
-                job = self.batch.api_client.sanitize_for_serialization(event["object"])
-                version = job["metadata"]["resourceVersion"]
-                name = job["metadata"]["name"]
-                if event["type"] == "ADDED":
-                    self.seen.setdefault(name, time.monotonic())
-                    self.jobs[name] = job
-                if self._stop.is_set():
-                    break
+            try:
+                for event in watch.stream(
+                    self.batch.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=30
+                ):
+                    job = self.batch.api_client.sanitize_for_serialization(event["object"])
+                    version = job["metadata"]["resourceVersion"]
+                    if event["type"] == "ADDED":
+                        self._saw(job)
+                    if self._stop.is_set():
+                        break
+            except Exception:  # a cut stream (or 410 Gone): list again, then watch from there
+                time.sleep(0.2)
+                version = self._list()
+
+    def _list(self) -> str:
+        response = self.batch.list_namespaced_job(NAMESPACE)
+        for item in response.items:
+            self._saw(self.batch.api_client.sanitize_for_serialization(item))
+        return response.metadata.resource_version
+
+    def _saw(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        self.seen.setdefault(name, time.monotonic())
+        self.jobs[name] = job
 
     def wait(self, names: Iterable[str], timeout: float) -> None:
         wanted = set(names)
@@ -359,6 +372,17 @@ class Bench:
         self.core.create_namespaced_pod(NAMESPACE, pod)
         self._pod_status(f"{job_name}-0", "Running", {"running": {"startedAt": now_rfc3339()}})
 
+    def unrelated_pod(self, name: str) -> None:
+        """A pod of someone else's workload (no label of ours), bound to the simulated node."""
+        container = {
+            "name": "app",
+            "image": "example/app:1",
+            "env": [{"name": f"VAR_{i}", "value": "x" * 20} for i in range(10)],
+        }
+        pod = {"metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "other"}},
+               "spec": {"nodeName": NODE, "containers": [container]}}  # fmt: skip
+        self.core.create_namespaced_pod(NAMESPACE, pod)
+
     def finish_pod(self, job_name: str) -> None:
         state = {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(SUMMARY),
                                 "startedAt": now_rfc3339(), "finishedAt": now_rfc3339()}}  # fmt: skip
@@ -402,6 +426,17 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {"settings": {k: v for k, v in vars(a).items() if k != "out"}}
+        if a.unrelated_pods:  # 0. pods that are not ours, created while the operator idles
+            window = Window(self)
+            rss = peak_rss_mib(self.operator.pid)
+            self.parallel(self.unrelated_pod, [f"other-{i}" for i in range(a.unrelated_pods)])
+            time.sleep(a.settle_seconds)
+            growth = round(peak_rss_mib(self.operator.pid) - rss, 1)
+            out["unrelated_pods"] = {
+                "pods": a.unrelated_pods,
+                **window.close(),
+                "operator_peak_rss_growth_mib": growth,
+            }
         # 1. create -> Job on an idle operator
         idle = [f"idle-{i}" for i in range(a.idle_runs)]
         idle_window = Window(self)
@@ -514,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200, help="runs created at once (default 200)")
     parser.add_argument("--idle-runs", type=int, default=30, help="runs created one by one (latency)")
     parser.add_argument("--s3-runs", type=int, default=100, help="Running runs with progress on S3 (0: skip)")
+    parser.add_argument("--unrelated-pods", type=int, default=0, help="pods not ours, created first")
     parser.add_argument("--rest-seconds", type=float, default=60.0)
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--progress-interval", type=float, default=10.0)
