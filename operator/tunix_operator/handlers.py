@@ -64,6 +64,10 @@ class RetriesAsWarnings(logging.Filter):
         return True
 
 
+class Stopping(Exception):
+    """The operator is stopping: no more reconciles."""
+
+
 class Workers:
     """At most ``size`` reconciles at once, in a thread pool of that size; the others wait in a queue
     whose depth the ``tunix_reconcile_queue_depth`` gauge shows."""
@@ -72,19 +76,30 @@ class Workers:
         self._executor = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="reconcile")
         self._slots = asyncio.Semaphore(size)
         self._metrics = metrics
+        self._closed = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker; :class:`Stopping` once :meth:`shutdown` was called."""
         self._metrics.queue_depth.inc()
         try:
             await self._slots.acquire()
         finally:
             self._metrics.queue_depth.dec()
-        self._metrics.in_flight.inc()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            if self._closed:
+                raise Stopping
+            self._metrics.in_flight.inc()
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            finally:
+                self._metrics.in_flight.dec()
         finally:
-            self._metrics.in_flight.dec()
             self._slots.release()
+
+    def shutdown(self) -> None:
+        """Let the threads go once their work is done (the operator is stopping)."""
+        self._closed = True
+        self._executor.shutdown(wait=False)
 
 
 ChildrenFn = Callable[[], Children]
@@ -155,6 +170,8 @@ class RunDaemons:
         try:
             with self.metrics.timed():
                 result = await self.workers.run(self.reconciler.reconcile, snapshot, children())
+        except Stopping:
+            return None, False
         except TRANSIENT_ERRORS as exc:
             self.metrics.errors.inc()
             logger.warning("reconcile of %s/%s failed, will retry: %s", namespace, name, _short(exc))
@@ -257,6 +274,10 @@ def build_registry(
     @kopf.on.startup(registry=registry, id="configure")
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         _configure_kopf(settings, reconciler.settings)
+
+    @kopf.on.cleanup(registry=registry, id="stop-workers")
+    async def stop_workers(**_: Any) -> None:
+        daemons.workers.shutdown()
 
     if login is not None:
         kopf.on.login(registry=registry, id="login")(login)

@@ -298,3 +298,10 @@ def test_kopf_retries_are_logged_as_warnings() -> None:
     )
     assert quiet.filter(retry) and retry.levelno == logging.WARNING and retry.levelname == "WARNING"
     assert quiet.filter(other) and other.levelno == logging.ERROR
+
+
+def test_no_reconcile_starts_once_the_workers_are_shut_down() -> None:
+    workers = handlers.Workers(1, OperatorMetrics())
+    workers.shutdown()
+    with pytest.raises(handlers.Stopping):
+        asyncio.run(workers.run(lambda: 1))
