@@ -109,6 +109,8 @@ class RunArtifacts:
         force: bool = False,
         mfu: float | None = None,
         checkpoint_step: int | None = None,
+        eval_loss: float | None = None,
+        eval_step: int | None = None,
     ) -> None:
         """Rewrite progress.json, at most once per ``progress_interval_seconds`` unless ``force`` (or a
         newly durable ``checkpoint_step``); best-effort: a storage failure is logged, never raised."""
@@ -121,6 +123,8 @@ class RunArtifacts:
             restored_from=self.restored_from,
             mfu=mfu,
             checkpoint_step=checkpoint_step,
+            eval_loss=eval_loss,
+            eval_step=eval_step,
             force=force,
         )
 

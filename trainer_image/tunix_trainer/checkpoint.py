@@ -335,6 +335,10 @@ class Checkpointer:
         except FileNotFoundError:
             return []
 
+    def discard_after(self, step: int) -> None:
+        """Delete the checkpoints of steps after ``step`` (training goes on from ``step``)."""
+        self._delete([s for s in self.all_steps() if s > step])
+
     # -- internals -----------------------------------------------------------------------------
     def _save_now(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         if self._mirror is not None:

@@ -32,6 +32,7 @@ from tunix_trainer.config import LoadedRun
 from tunix_trainer.data import BatchIterator
 from tunix_trainer.devices import StopAgreement, make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, DivergedError, PreemptedError, TrainerError
+from tunix_trainer.evaluation import BEST_DIR, EvalTracker, build_evaluator
 from tunix_trainer.lora import check_lora, checkpointed, count_adapter_params, with_checkpointed
 from tunix_trainer.metric_record import MetricRecord
 from tunix_trainer.model import (
@@ -121,7 +122,10 @@ def setup_train_loop(
 
     pretrained = open_pretrained(run)  # config.json only: an unsupported model fails here
     tokenizer = dataset_tokenizer(run, spec.dataset)
-    data = dataset_batches(run, spec.dataset, tokenizer)
+    evaluation = spec.evaluation
+    data = dataset_batches(
+        run, spec.dataset, tokenizer, hold_out_fraction=(evaluation and evaluation.hold_out_fraction) or 0.0
+    )
     model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform, pretrained)
     if training.lora is not None:
         check_lora(training.lora, model_cfg)  # before any weight is read
@@ -186,6 +190,9 @@ def setup_train_loop(
         if restored is not None:
             state = with_checkpointed(state, restored.state, training)
             loop.resume_from(restored.step, restored.meta)
+        if evaluation is not None:
+            loop.evaluation = eval_tracker(run, checkpoint_uri, tokenizer, train_state.graphdef, mesh)
+            loop.evaluation.resume(loop.start_step, restored.meta.get("evaluation") if restored else None)
         provenance = make_provenance(run, devices, model_cfg, data.checksum)
         if training.lora is not None:
             provenance["lora_parameters"] = count_adapter_params(model_cfg, training.lora)
@@ -243,6 +250,7 @@ class _Loop:
         self._t0 = time.monotonic()
         self._last_fetch = self._t0
         self._ema_step_time: float | None = None
+        self.evaluation: EvalTracker | None = None  # spec.evaluation (set by setup_train_loop)
 
     def resume_from(self, step: int, meta: dict[str, Any]) -> None:
         """Continue after checkpoint ``step`` (data position, token count and clock from its meta)."""
@@ -264,6 +272,8 @@ class _Loop:
         self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
         step, pending = self.start_step, None
         try:
+            if self.evaluation is not None and self.evaluation.due(step):  # before training, or again
+                self._evaluate(step, state)  # after a resume (its record was dropped with later ones)
             while step < total and not self._stop_requested(step):
                 device_batch = put_batch(
                     next(self.data), self.mesh, self.training.grad_accum_steps, host_rows=True
@@ -273,8 +283,13 @@ class _Loop:
                 if pending is not None:
                     self._finish(pending)  # fetch step-1 while step runs
                 pending = _Pending(step, metrics)
-                if step < total and self.checkpointer.should_save(step):
+                if self.evaluation is not None and self.evaluation.due(step):  # before a save at step
                     self._finish(pending)
+                    pending = None
+                    self._evaluate(step, state)
+                if step < total and self.checkpointer.should_save(step):
+                    if pending is not None:
+                        self._finish(pending)
                     pending = None
                     self._save(step, state)
             if pending is not None:
@@ -284,10 +299,15 @@ class _Loop:
             if self.checkpointer.latest_saved != step:
                 self._save(step, state)
             self.checkpointer.wait()
-            if self.exporter is not None and self._exported_step != step:
+            best = self.evaluation.best_state(state, self._join) if self._keep_best() else None
+            if best is not None:
+                self._export(step, best)
+            elif self.exporter is not None and self._exported_step != step:
                 self._export(step, state)
         finally:
             self.artifacts.close()
+            if self.evaluation is not None:
+                self.evaluation.close()
         if self.artifacts.missing_steps:  # a run never succeeds with a hole in its metrics
             first, last = self.artifacts.missing_steps
             raise TrainerError(
@@ -340,7 +360,7 @@ class _Loop:
     def _report(self, record: dict[str, Any], force: bool = False, notify: bool = True) -> None:
         total = self.training.steps
         eta = None if self._ema_step_time is None else (total - record["step"]) * self._ema_step_time
-        timed = not record.get("includes_compile") and self.mfu is not None
+        smoothed = self._ema_step_time  # the MFU of one step's time swings (the last one is short)
         self._last_report = record
         self.artifacts.progress(
             step=record["step"],
@@ -349,8 +369,9 @@ class _Loop:
             tokens_per_second=record["tokens_per_second"],
             eta_seconds=eta,
             force=force or record["step"] == total,
-            mfu=self.mfu(record["tokens"], record["step_time_seconds"]) if timed and self.mfu else None,
+            mfu=self.mfu(record["tokens"], smoothed) if self.mfu and smoothed else None,
             checkpoint_step=self.checkpointer.durable_step(),
+            **(self.evaluation.progress_fields() if self.evaluation is not None else {}),
         )
         if notify and self.on_progress is not None:
             self.on_progress({**record, "total_steps": total, "eta_seconds": eta})
@@ -364,6 +385,8 @@ class _Loop:
             "config_hash": self.run_config.config_hash,
             "wall_time_seconds": self._wall(),
         }
+        if self.evaluation is not None:
+            meta["evaluation"] = self.evaluation.meta()
         # The metrics up to ``step`` become durable before the checkpoint exists: a checkpoint is
         # never the resume point of records that were lost (a failed flush saves nothing).
         self.artifacts.flush()
@@ -372,6 +395,22 @@ class _Loop:
         every = self.export_every_saves
         if self.exporter is not None and every and self._saves % every == 0:
             self._export(step, state)
+
+    def _evaluate(self, step: int, state: Any) -> None:
+        """Evaluate the state after ``step`` (its record logged before any checkpoint of ``step``);
+        its time is left out of the next step's."""
+        assert self.evaluation is not None
+        record = self.evaluation.evaluate(step, state, dt.datetime.now(dt.UTC))
+        self._last_fetch += record["seconds"]
+        self.artifacts.log_step(record)
+        if self._last_report is not None:
+            self._report(self._last_report, force=True)
+
+    def _keep_best(self) -> bool:
+        return self.evaluation is not None and self.run_config.spec.checkpoint.keep_best
+
+    def _join(self, state: Any, saved: Any) -> Any:
+        return with_checkpointed(state, saved, self.training)
 
     def _export(self, step: int, state: Any) -> None:
         assert self.exporter is not None
@@ -462,6 +501,40 @@ def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
         storage_options=fsspec_options(dataset.tokenizer.uri or model_uri, run.spec.storage),
         base_dir=run.base_dir,
         model_uri=model_uri,
+    )
+
+
+def eval_tracker(
+    run: LoadedRun, checkpoint_uri: str, tokenizer: Tokenizer, graphdef: Any, mesh: jax.sharding.Mesh
+) -> EvalTracker:
+    """The run's evaluation (``spec.evaluation``): its batches read once, the jitted forward pass,
+    and with ``checkpoint.keepBest`` the best checkpoint in ``<checkpoint uri>/best``."""
+    spec = run.spec
+    assert spec.evaluation is not None and spec.dataset is not None
+    training = spec.training
+    evaluator = build_evaluator(
+        spec.evaluation,
+        spec.dataset,
+        tokenizer,
+        graphdef,
+        mesh,
+        batch_size=training.batch_size // training.grad_accum_steps,
+        seq_len=training.seq_len,
+        storage_options=fsspec_options(spec.evaluation.dataset_uri or spec.dataset.uri, spec.storage),
+        base_dir=run.base_dir,
+    )
+    best = None
+    if spec.checkpoint.keep_best:
+        uri = join_uri(checkpoint_uri, BEST_DIR)
+        best = Checkpointer(
+            uri, save_interval_steps=1, max_to_keep=1, storage_options=fsspec_options(uri, spec.storage)
+        )
+    return EvalTracker(
+        evaluator,
+        total_steps=training.steps,
+        every_steps=spec.evaluation.every_steps,
+        saved_part=lambda state: checkpointed(state, training),
+        best_checkpointer=best,
     )
 
 

@@ -1,4 +1,4 @@
-"""One line of metrics.jsonl: the typed record of one optimizer step."""
+"""One line of metrics.jsonl: the typed record of one optimizer step, or of one evaluation."""
 
 from __future__ import annotations
 
@@ -63,3 +63,42 @@ class MetricRecord:
         if doc["restored_from"] is None:
             del doc["restored_from"]
         return doc
+
+
+EVAL_KIND = "eval"
+
+
+def is_eval(record: dict[str, Any]) -> bool:
+    """Whether a metrics.jsonl record is an evaluation's (step records carry no ``kind``)."""
+    return record.get("kind") == EVAL_KIND
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """A held-out evaluation after optimizer step ``step``: the mean ``loss`` over ``tokens`` target
+    tokens (``perplexity`` = exp(loss)) of ``batches`` batches, which took ``seconds``."""
+
+    step: int
+    loss: float
+    perplexity: float
+    tokens: int
+    batches: int
+    seconds: float
+    timestamp: str
+    kind: str = EVAL_KIND
+
+    @classmethod
+    def measure(cls, *, step: int, result: Any, now: dt.datetime) -> EvalRecord:
+        """The record of ``result`` (an ``evaluation.EvalResult``) taken after ``step``."""
+        return cls(
+            step=step,
+            loss=result.loss,
+            perplexity=result.perplexity,
+            tokens=result.tokens,
+            batches=result.batches,
+            seconds=result.seconds,
+            timestamp=now.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

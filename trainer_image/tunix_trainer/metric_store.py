@@ -32,6 +32,13 @@ logged (only possible for checkpoints written before metrics were flushed first)
 cannot be re-created. ``start`` then logs a warning and sets :attr:`MetricStore.missing_steps` to
 ``(G + 1, S)``; the training loop then fails the run instead of exiting 0 with a gap.
 Non-finite floats (a NaN loss) are written as ``null`` so every line is strict JSON.
+
+Evaluation records (``"kind": "eval"``, ``metric_record.EvalRecord``) live beside the step
+records: a record is identified by ``(step, kind)``, the evaluation after step k comes right after
+step k's record. A resume from S keeps them up to step S's own record: the evaluation after S is
+dropped too, since the resumed attempt evaluates its restored state again (exactly once). A chunk
+that begins with an evaluation record is named ``chunk-<first>-<last>e.jsonl``, so it never
+shares a name with the chunk that ended with that step's own record.
 """
 
 from __future__ import annotations
@@ -47,16 +54,23 @@ import fsspec
 
 from tunix_api.artifacts import METRICS_FILE
 from tunix_trainer.artifact_io import bounded, json_safe, read_bytes, with_retries, write_atomic
+from tunix_trainer.metric_record import is_eval
 
 log = logging.getLogger(__name__)
 
 CHUNK_DIR = "metrics"
-_CHUNK_RE = re.compile(r"^chunk-(\d{9,})-(\d{9,})\.jsonl$")
+_CHUNK_RE = re.compile(r"^chunk-(\d{9,})-(\d{9,})e?\.jsonl$")
 
 
-def chunk_name(first_step: int, last_step: int) -> str:
-    """The object name of a chunk holding steps ``first_step..last_step``."""
-    return f"chunk-{first_step:09d}-{last_step:09d}.jsonl"
+def chunk_name(first_step: int, last_step: int, eval_first: bool = False) -> str:
+    """The object name of a chunk holding steps ``first_step..last_step`` (``eval_first``: its
+    first record is the evaluation after ``first_step``)."""
+    return f"chunk-{first_step:09d}-{last_step:09d}{'e' if eval_first else ''}.jsonl"
+
+
+def record_key(record: dict) -> tuple[int, int]:
+    """The order of records: by step, a step's evaluation after its step record."""
+    return int(record["step"]), int(is_eval(record))
 
 
 def parse_chunk_name(name: str) -> tuple[int, int] | None:
@@ -88,12 +102,12 @@ def decode_records(data: bytes) -> list[dict]:
 
 
 def merge_records(*sources: Iterable[dict]) -> list[dict]:
-    """One record per step, later sources winning, sorted by step."""
-    by_step: dict[int, dict] = {}
+    """One record per step (and one evaluation per step), later sources winning, in order."""
+    by_key: dict[tuple[int, int], dict] = {}
     for source in sources:
         for record in source:
-            by_step[int(record["step"])] = record
-    return [by_step[step] for step in sorted(by_step)]
+            by_key[record_key(record)] = record
+    return [by_key[key] for key in sorted(by_key)]
 
 
 class MetricStore:
@@ -122,7 +136,7 @@ class MetricStore:
         self._lock = threading.RLock()
         self._buffer: list[dict] = []
         self._durable: list[dict] = []  # every durable record, in step order
-        self._last_step: int | None = None  # last step logged (None before start)
+        self._last_key: tuple[int, int] | None = None  # record_key of the last record (None before start)
         self._last_flushed_step = 0
         self._flushes_since_consolidation = 0
 
@@ -160,27 +174,32 @@ class MetricStore:
     def start(self, resume_step: int) -> None:
         """Begin an attempt resuming after ``resume_step`` (0: from scratch).
 
-        Afterwards the durable metrics hold only steps <= ``resume_step``.
+        Afterwards the durable metrics hold only steps <= ``resume_step``, less the evaluation after
+        ``resume_step`` (the resumed attempt evaluates its restored state again).
         """
         if resume_step < 0:
             raise ValueError("resume_step must be >= 0")
+        keep_to = (resume_step, 0)
         with self._lock:
             for first, last, path in self._chunk_paths():
-                if last <= resume_step:
+                if last < resume_step:
                     continue
-                if first <= resume_step:
-                    data = read_bytes(self.fs, path) or b""
-                    kept = [r for r in decode_records(data) if r["step"] <= resume_step]
-                    if kept:
-                        name = chunk_name(first, max(r["step"] for r in kept))
-                        write_atomic(self.fs, self._path(CHUNK_DIR, name), encode_records(kept))
-                with_retries(self.fs, f"removal of {path}", lambda path=path: self._remove(path))
-            self._durable = [r for r in self.read_metrics() if r["step"] <= resume_step]
+                records = decode_records(read_bytes(self.fs, path) or b"") if first <= resume_step else []
+                kept = [r for r in records if record_key(r) <= keep_to]
+                if kept and len(kept) == len(records):
+                    continue  # nothing after resume_step in it
+                name = None
+                if kept:
+                    name = chunk_name(first, max(r["step"] for r in kept), is_eval(kept[0]))
+                    write_atomic(self.fs, self._path(CHUNK_DIR, name), encode_records(kept))
+                if name != path.rsplit("/", 1)[-1]:
+                    with_retries(self.fs, f"removal of {path}", lambda path=path: self._remove(path))
+            self._durable = [r for r in self.read_metrics() if record_key(r) <= keep_to]
             self._consolidate()
             self._buffer = []
-            self._last_step = resume_step
+            self._last_key = keep_to
             self._last_flushed_step = resume_step
-            last_durable = self._durable[-1]["step"] if self._durable else 0
+            last_durable = max((r["step"] for r in self._durable if not is_eval(r)), default=0)
             expected = resume_step - resume_step % self.log_every_steps
             self.missing_steps = (last_durable + 1, resume_step) if last_durable < expected else None
             if self.missing_steps:
@@ -191,17 +210,19 @@ class MetricStore:
                 )
 
     def log_step(self, record: dict) -> None:
-        """Buffer the record of one step; flushes every ``flush_every_steps`` steps."""
+        """Buffer the record of one step (or evaluation); flushes every ``flush_every_steps`` steps."""
         step = record.get("step")
         if isinstance(step, bool) or not isinstance(step, int):
             raise ValueError(f"a metrics record needs an int 'step', got {step!r}")
         with self._lock:
-            if self._last_step is None:
+            if self._last_key is None:
                 raise RuntimeError("MetricStore.start() must be called before log_step()")
-            if step <= self._last_step:
-                raise ValueError(f"step {step} logged after step {self._last_step}")
+            key = record_key(record)
+            if key <= self._last_key:
+                what = "evaluation" if is_eval(record) else "step"
+                raise ValueError(f"{what} {step} logged after step {self._last_key[0]}")
             self._buffer.append(dict(record))
-            self._last_step = step
+            self._last_key = key
             if step - self._last_flushed_step >= self.flush_every_steps:
                 self.flush()
 
@@ -211,7 +232,8 @@ class MetricStore:
             if not self._buffer:
                 return
             records, first, last = self._buffer, self._buffer[0]["step"], self._buffer[-1]["step"]
-            write_atomic(self.fs, self._path(CHUNK_DIR, chunk_name(first, last)), encode_records(records))
+            name = chunk_name(first, last, is_eval(records[0]))
+            write_atomic(self.fs, self._path(CHUNK_DIR, name), encode_records(records))
             self._durable.extend(records)
             self._buffer = []
             self._last_flushed_step = last

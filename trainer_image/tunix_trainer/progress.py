@@ -55,6 +55,8 @@ def progress_document(
     mfu: float | None = None,
     checkpoint_step: int | None = None,
     checkpoint_time: dt.datetime | None = None,
+    eval_loss: float | None = None,
+    eval_step: int | None = None,
 ) -> dict:
     """progress.json: camelCase, as ``tunix_api.run.Progress``; unknown values omitted."""
     when = updated_at or dt.datetime.now(dt.UTC)
@@ -70,6 +72,8 @@ def progress_document(
         mfu=json_safe(float(mfu)) if mfu is not None else None,
         checkpoint_step=checkpoint_step,
         checkpoint_time=rfc3339(checkpoint_time) if checkpoint_time is not None else None,
+        eval_loss=json_safe(float(eval_loss)) if eval_loss is not None else None,
+        eval_step=eval_step,
     )
     return progress.to_wire()
 

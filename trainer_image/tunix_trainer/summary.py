@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from tunix_api.artifacts import TERMINATION_MESSAGE_LIMIT
 from tunix_api.run import Summary, provenance_strings
 from tunix_trainer.artifact_io import json_safe
+from tunix_trainer.metric_record import is_eval
 from tunix_trainer.metric_store import merge_records
 
 
@@ -35,8 +36,17 @@ def summarize(records: list[dict], *, wall_time_seconds: float, provenance: dict
     * ``avg_tokens_per_second``: tokens over step time summed across the records that
       have both, leaving out the steps marked ``includes_compile`` (each attempt's first
       step); ``total_tokens / wall_time_seconds`` when no record qualifies.
+    * ``final_eval_loss``: the loss of the last evaluation record (``"kind": "eval"``), the one after
+      the last step; ``best_eval_loss``/``best_eval_step``: the lowest finite evaluation loss and its
+      step (absent without evaluation).
     """
-    ordered = merge_records(records)
+    merged = merge_records(records)
+    ordered = [r for r in merged if not is_eval(r)]
+    evals = [(int(r["step"]), _num(r, "loss")) for r in merged if is_eval(r)]
+    finite_evals = [(step, loss) for step, loss in evals if loss is not None]
+    best_eval_step, best_eval_loss = (
+        min(finite_evals, key=lambda item: item[1]) if finite_evals else (None, None)
+    )
     losses = [(r["step"], _num(r, "loss")) for r in ordered]
     finite = [(step, loss) for step, loss in losses if loss is not None]
     best_step, best_loss = min(finite, key=lambda item: item[1]) if finite else (None, None)
@@ -69,6 +79,15 @@ def summarize(records: list[dict], *, wall_time_seconds: float, provenance: dict
             "avg_tokens_per_second": avg_tps,
             "wall_time_seconds": float(wall_time_seconds),
             "provenance": dict(provenance),
+            **(
+                {
+                    "final_eval_loss": evals[-1][1],
+                    "best_eval_loss": best_eval_loss,
+                    "best_eval_step": best_eval_step,
+                }
+                if evals
+                else {}
+            ),
         }
     )
 
