@@ -125,13 +125,14 @@ def significant(value: float | None, digits: int = 4) -> float | None:
 
 
 def for_people(progress: Progress) -> Progress:
-    """Progress as the printer columns show it: loss to 4 significant digits, throughput to whole
-    tokens/s (4 significant digits below 1000), the ETA to whole seconds, MFU to 4 decimals. Full
-    precision stays in metrics.jsonl and status.summary."""
+    """Progress as the printer columns show it: loss and eval loss to 4 significant digits,
+    throughput to whole tokens/s (4 significant digits below 1000), the ETA to whole seconds, MFU to
+    4 decimals. Full precision stays in metrics.jsonl and status.summary."""
     tokens, eta, mfu = progress.tokens_per_second, progress.eta_seconds, progress.mfu
     return progress.model_copy(
         update={
             "loss": significant(progress.loss),
+            "eval_loss": significant(progress.eval_loss),
             "tokens_per_second": _whole(tokens)
             if tokens is not None and tokens >= 1000
             else significant(tokens),
