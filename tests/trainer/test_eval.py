@@ -347,3 +347,15 @@ def test_keep_best_needs_evaluation(tmp_path):
     del doc["spec"]["evaluation"]
     with pytest.raises(ConfigError, match=r"checkpoint\.keepBest needs spec\.evaluation"):
         load_run(yaml.safe_dump(doc))
+
+
+def test_the_operator_carries_eval_loss_into_status_progress_rounded_for_the_column():
+    from tunix_api.run import Summary
+    from tunix_operator.trainer_output import parse_progress
+
+    progress = parse_progress(
+        {"step": 8, "totalSteps": 8, "loss": 3.77, "evalLoss": 3.711124721326326, "evalStep": 8}
+    )
+    assert (progress.eval_loss, progress.eval_step) == (3.711, 8)
+    summary = Summary.model_validate({"final_eval_loss": 3.711124721326326, "best_eval_step": 6})
+    assert summary.to_wire() == {"finalEvalLoss": 3.711124721326326, "bestEvalStep": 6}  # full precision
