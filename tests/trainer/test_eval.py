@@ -359,3 +359,18 @@ def test_the_operator_carries_eval_loss_into_status_progress_rounded_for_the_col
     assert (progress.eval_loss, progress.eval_step) == (3.711, 8)
     summary = Summary.model_validate({"final_eval_loss": 3.711124721326326, "best_eval_step": 6})
     assert summary.to_wire() == {"finalEvalLoss": 3.711124721326326, "bestEvalStep": 6}  # full precision
+
+
+def test_the_loss_plot_draws_evaluations_over_the_training_curve(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed (the plot extra)")
+    from tunix_trainer.plot import loss_series, plot_loss
+
+    records = [{"step": s, "loss": 5.0 - s / 10} for s in range(1, 11)]
+    records += [{"kind": "eval", "step": s, "loss": 5.2 - s / 12} for s in (0, 5, 10)]
+    assert loss_series(records) == (list(range(1, 11)), [5.0 - s / 10 for s in range(1, 11)])
+    assert loss_series(records, "eval") == ([0, 5, 10], [5.2, 5.2 - 5 / 12, 5.2 - 10 / 12])
+    with_evals, without = tmp_path / "e.png", tmp_path / "t.png"
+    plot_loss(records, str(with_evals))
+    plot_loss(records[:10], str(without))
+    assert with_evals.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert with_evals.read_bytes() != without.read_bytes()  # the eval points are drawn

@@ -1,4 +1,6 @@
-"""The loss curve of a run as a PNG (matplotlib, Agg; imported only when a plot is asked for)."""
+"""The loss curve of a run as a PNG (matplotlib, Agg; imported only when a plot is asked for): the
+training loss per step, and the held-out evaluation loss (``"kind": "eval"`` records) as points
+over it."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from tunix_trainer.metric_record import EVAL_KIND
 
 INSTALL_HINT = "pip install 'tunix-rt[plot]'"
 
@@ -25,12 +29,13 @@ def require_matplotlib() -> None:
         raise PlotUnavailable(f"plotting needs matplotlib ({INSTALL_HINT})") from exc
 
 
-def loss_series(records: Sequence[dict[str, Any]]) -> tuple[list[int], list[float]]:
-    """(steps, losses) of the records with a finite loss, in step order."""
+def loss_series(records: Sequence[dict[str, Any]], kind: str | None = None) -> tuple[list[int], list[float]]:
+    """(steps, losses) of the step records (``kind`` None) or of the records of ``kind`` (e.g.
+    ``"eval"``) with a finite loss, in step order."""
     points = sorted(
         (int(r["step"]), float(r["loss"]))
         for r in records
-        if isinstance(r.get("loss"), int | float) and math.isfinite(r["loss"])
+        if r.get("kind") == kind and isinstance(r.get("loss"), int | float) and math.isfinite(r["loss"])
     )
     return [step for step, _ in points], [loss for _, loss in points]
 
@@ -46,8 +51,9 @@ def ema(values: Sequence[float], alpha: float = 0.1) -> list[float]:
 
 
 def render_loss_png(records: Sequence[dict[str, Any]], *, title: str | None = None) -> bytes:
-    """A PNG of loss against step (raw and smoothed), the best step marked."""
+    """A PNG of loss against step (raw and smoothed), the best step marked, evaluations as points."""
     steps, losses = loss_series(records)
+    eval_steps, eval_losses = loss_series(records, EVAL_KIND)
     if not steps:
         raise ValueError("no finite loss values to plot")
     require_matplotlib()
@@ -68,6 +74,16 @@ def render_loss_png(records: Sequence[dict[str, Any]], *, title: str | None = No
         zorder=3,
         label=f"best {losses[best]:.4f} @ {steps[best]}",
     )
+    if eval_steps:
+        best_eval = min(range(len(eval_losses)), key=eval_losses.__getitem__)
+        axes.plot(
+            eval_steps,
+            eval_losses,
+            color="tab:orange",
+            marker="o",
+            linewidth=1.5,
+            label=f"eval loss (best {eval_losses[best_eval]:.4f} @ {eval_steps[best_eval]})",
+        )
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title(title or "training loss")
