@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import fsspec
 import pytest
@@ -80,3 +81,25 @@ def test_a_preempted_attempt_reports_the_checkpoint_it_saved(write_config, tmp_p
     )
     assert progress.checkpoint_time is not None
     assert progress.mfu is None  # no peak for CPU devices
+
+
+def test_a_periodic_save_is_reported_once_durable(write_config, tmp_path, monkeypatch) -> None:
+    """Saves are asynchronous: the step is reported once committed, at a later step's report."""
+    monkeypatch.setenv("TUNIX_ATTEMPT", "3")
+    config = write_config(
+        training={"steps": 12, "batchSize": 2, "seqLen": 16},
+        checkpoint={"saveIntervalSteps": 4},
+        metrics={"progressIntervalSeconds": 3600},
+    )
+    art, seen = tmp_path / "art", []
+
+    def after_report(record: dict) -> None:  # on_progress runs right after progress.json is written
+        seen.append(Progress.model_validate_json((art / "progress.json").read_text()))
+        time.sleep(0.2)  # steps as slow as a save (tiny CPU steps take milliseconds)
+
+    train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ck"), on_progress=after_report)
+    reported = {p.checkpoint_step for p in seen} - {None}
+    assert reported and reported <= {4, 8}, [(p.step, p.checkpoint_step) for p in seen]
+    first = next(p for p in seen if p.checkpoint_step is not None)
+    assert first.step > first.checkpoint_step and first.checkpoint_time is not None
+    assert {p.attempt for p in seen} == {3}

@@ -175,13 +175,12 @@ class Checkpointer:
         return self._last_saved
 
     def durable_step(self) -> int | None:
-        """The newest step known durable, without waiting: restored, or saved and committed (and, for an
-        object store, uploaded: known at ``wait``). It lags while a save is in flight."""
+        """The newest step known durable, without waiting: in a directory the newest committed step (Orbax
+        moves a step into place when it commits it); for an object store the step restored or last
+        uploaded at ``wait``."""
         if self._mirror is None:
-            saving = self._saving
-            busy = (saving is not None and not saving.done()) or self._manager.is_saving_in_progress()
-            if not busy and self._in_flight is not None:
-                self._durable, self._in_flight = self._in_flight, None
+            steps = local_steps(self._directory)
+            return steps[-1] if steps else None
         return self._durable
 
     def should_save(self, step: int) -> bool:
