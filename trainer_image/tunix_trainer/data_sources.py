@@ -49,7 +49,7 @@ COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
 SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES
 INDEX_VERSION = 1
-_CHUNK = 4 << 20
+_CHUNK = 1 << 20  # bytes scanned at a time: the line scan needs ~10x that
 _BOM = b"\xef\xbb\xbf"
 # Bytes that make a line blank: JSON whitespace and the other ASCII ones str.strip() drops.
 _NOT_BLANK = np.ones(256, dtype=bool)
@@ -141,19 +141,20 @@ class _LineScan:
         b = np.frombuffer(data, dtype=np.uint8)
         lf = b == 10
         breaks = np.flatnonzero(lf | ((b == 13) & ~np.append(lf[1:], False)))
-        cum = np.concatenate([[0], np.cumsum(_NOT_BLANK[b], dtype=np.int64)])
+        filled = _NOT_BLANK[b].view(np.uint8)
         first = max(self.line_start - self.base, 0)
         if breaks.size:
+            # segment k runs from its line's start through its break (never empty): any filled byte?
             seg_starts = np.concatenate([[first], breaks[:-1] + 1])
-            nonblank = cum[breaks] - cum[np.minimum(seg_starts, breaks)] > 0
+            nonblank = np.maximum.reduceat(filled[: breaks[-1] + 1], seg_starts) > 0
             nonblank[0] |= self.line_filled
             absolute = (seg_starts + self.base).astype(np.uint64)
             absolute[0] = self.line_start
             self.starts.append(absolute[nonblank])
             self.line_start = self.base + int(breaks[-1]) + 1
-            self.line_filled = bool(cum[-1] - cum[breaks[-1] + 1] > 0)
+            self.line_filled = bool(filled[breaks[-1] + 1 :].any())
         else:
-            self.line_filled |= bool(cum[-1] - cum[min(first, b.size)] > 0)
+            self.line_filled |= bool(filled[first:].any())
         self.base += b.size
 
     def finish(self) -> np.ndarray:
@@ -379,13 +380,18 @@ class RecordSource:
             raw, where = self._raw(0)
             self.format = detect_format(raw, where)
             self._origin = f"detected from {where}"
+        self._keys = ("text",) if self.format == DatasetFormat.TEXT else ("prompt", "completion")
 
     def __len__(self) -> int:
         return self._ends[-1]
 
     def __getitem__(self, index: int) -> Record:
         raw, where = self._raw(int(index))
-        return record_values(raw, self.format, where, self._origin)
+        if type(raw) is dict:  # the common case, checked without building error context
+            values = _plain_values(raw, self._keys)
+            if values is not None:
+                return values
+        return record_values(raw, self.format, where, self._origin)  # raises, naming the line
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": {}, "_groups": OrderedDict()}
@@ -418,10 +424,12 @@ class RecordSource:
             line = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{self._where(shard, start)}: not UTF-8 text ({exc})") from None
-        line = LINE_BREAK.split(line, maxsplit=1)[0]
-        return decode_json(line, self._where(shard, start)) if line.strip() else None, self._where(
-            shard, start
-        )
+        where = self._where(shard, start)
+        try:
+            return json.loads(line), where  # JSON allows the line break and blank lines after it
+        except (ValueError, RecursionError):
+            line = LINE_BREAK.split(line, maxsplit=1)[0]
+            return decode_json(line, where), where  # raises, naming the line
 
     def _where(self, shard: ShardInfo, offset: int) -> str:
         """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
@@ -489,6 +497,20 @@ class RecordSource:
             self._groups.move_to_end(key)
         row = local - int(bounds[group])
         return {name: values[row] for name, values in table.items()}, f"{shard.uri}:row {local + 1}"
+
+
+def _plain_values(record: dict[str, Any], keys: tuple[str, ...]) -> Record | None:
+    """``(prompt, completion)`` when the record's ``keys`` are strings of valid Unicode, else None
+    (then ``data_records.record_values`` says what is wrong)."""
+    values = [record.get(key) for key in keys]
+    for value in values:
+        if type(value) is not str:
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate
+            return None
+    return ("", values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 class _LazyWhere(str):

@@ -28,6 +28,7 @@ with no replay, and a different dataset or shape is refused by name (``check_pos
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -68,15 +69,7 @@ def permute(indices: np.ndarray, n: int, seed: int, epoch: int, rounds: int = 4)
     O(1) memory per index and vectorised; the same inputs give the same output on any machine."""
     if n <= 1:
         return indices.astype(np.int64)
-    bits = max(2, (n - 1).bit_length())
-    bits += bits & 1
-    half = np.uint64(bits // 2)
-    mask = np.uint64((1 << (bits // 2)) - 1)
-    base = (
-        splitmix64(np.asarray([seed & (2**64 - 1)], np.uint64))[0]
-        ^ splitmix64(np.asarray([epoch], np.uint64))[0]
-    )
-    keys = splitmix64(np.arange(rounds, dtype=np.uint64) + base)
+    half, mask, keys = _feistel_keys(n, seed, epoch, rounds)
     x = indices.astype(np.uint64)
     todo = np.ones(x.shape, dtype=bool)
     while todo.any():
@@ -88,6 +81,18 @@ def permute(indices: np.ndarray, n: int, seed: int, epoch: int, rounds: int = 4)
         x[todo] = y
         todo[todo] = y >= np.uint64(n)
     return x.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _feistel_keys(
+    n: int, seed: int, epoch: int, rounds: int
+) -> tuple[np.uint64, np.uint64, tuple[np.uint64, ...]]:
+    """(half width in bits, half mask, round keys) of ``permute``'s network for ``n`` records."""
+    bits = max(2, (n - 1).bit_length())
+    bits += bits & 1
+    seeds = splitmix64(np.asarray([seed & (2**64 - 1), epoch], np.uint64))
+    keys = splitmix64(np.arange(rounds, dtype=np.uint64) + (seeds[0] ^ seeds[1]))
+    return np.uint64(bits // 2), np.uint64((1 << (bits // 2)) - 1), tuple(keys)
 
 
 @dataclass(frozen=True)

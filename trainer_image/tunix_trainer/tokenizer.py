@@ -29,6 +29,7 @@ class ByteTokenizer:
     pad_id = 256
     bos_id = 257
     eos_id = 258
+    encodes_utf8_bytes = True  # data_records encodes whole chunks of records as arrays
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))

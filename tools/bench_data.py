@@ -1,0 +1,265 @@
+"""Measure the streaming data pipeline: memory and start-up by dataset size, and tokens/s.
+
+    python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--workdir DIR]
+    python tools/bench_data.py throughput [--tokenizer byte,smollm2] [--workers 0,1,2] [--seconds 20]
+    python tools/bench_data.py first-batch --uri DATASET [--batches 200]     (one child measurement)
+
+``scale`` seeds text datasets of about the given numbers of byte tokens (tools/seed_dataset.py,
+one shard per 250M tokens) and, for each, runs ``first-batch`` in a fresh process twice: with an
+empty index cache (the line index is built) and with it cached. A child reports its peak RSS
+(``ru_maxrss``), the RSS after its imports (the interpreter, NumPy...), the seconds to the first
+batch and the RSS after ``--batches`` batches (batch 8 x 2048 tokens, packing on).
+
+``throughput`` reports, for each tokenizer (``byte``; ``smollm2``: the Hugging Face tokenizer in
+.cache/smollm2, ``make smollm2``) on a seeded text dataset, and on ``--text-dir`` files (real
+English text) when given:
+  * one core: tokens per CPU-second of reading, parsing and tokenizing chunks in this process
+    (what one worker process does);
+  * the pipeline with ``workers`` processes (0: a thread of this process): tokens/s served to a
+    consumer that takes batches as fast as it can, wall and CPU (this process and its workers).
+Figures go to docs/PERFORMANCE.md with the machine and load (``uptime``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SHAPE = {"batch_size": 8, "seq_len": 2048}
+TOKENS_PER_SHARD = 250_000_000
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- scale ---------------------------------------------------------------------------------------------
+
+
+def seed_text(directory: Path, tokens: float) -> tuple[Path, int]:
+    """A seeded text dataset of about ``tokens`` byte tokens (written once, reused)."""
+    from tools.seed_dataset import generate, seed_dataset
+
+    sample = generate("text", 2000, 0)
+    per_record = (len(sample) - 2000 * len('{"text": ""}\n')) / 2000 + 2  # text bytes + bos + eos
+    count = math.ceil(tokens / per_record)
+    shards = max(1, round(tokens / TOKENS_PER_SHARD))
+    out = directory / f"text-{tokens:.0e}".replace("+", "")
+    if not (out / "data.jsonl.manifest.json").exists():
+        started = time.perf_counter()
+        seed_dataset("text", count, 0, str(out / "data.jsonl"), shards=shards)
+        print(
+            f"seeded {count} records in {shards} shards in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+    return out, count
+
+
+def first_batch(uri: str, batches: int) -> dict[str, Any]:
+    """Seconds and memory to the first batch of ``uri`` (and RSS after ``batches`` batches)."""
+    base = _rss_mib()
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+    from tunix_trainer.tokenizer import ByteTokenizer
+
+    imported = _rss_mib()
+    started = time.perf_counter()
+    data = BatchIterator(DatasetSpec(uri=uri), ByteTokenizer(), seed=0, **SHAPE)
+    next(data)
+    first = time.perf_counter() - started
+    for _ in range(batches - 1):
+        next(data)
+    after = _rss_mib()
+    data.close()
+    return {
+        "records": data.num_records,
+        "shards": len(data.source.shards),
+        "seconds_to_first_batch": round(first, 2),
+        "rss_before_imports_mib": round(base, 1),
+        "rss_after_imports_mib": round(imported, 1),
+        "rss_after_batches_mib": round(after, 1),
+        "peak_rss_mib": round(_peak_mib(), 1),
+        "batches": batches,
+    }
+
+
+def scale(sizes: list[float], workdir: Path, batches: int) -> list[dict[str, Any]]:
+    results = []
+    for tokens in sizes:
+        directory, _count = seed_text(workdir, tokens)
+        cache = Path(tempfile.mkdtemp(prefix="index-", dir=workdir))
+        for cached in (False, True):
+            env = {**os.environ, "TUNIX_DATA_CACHE": str(cache)}
+            out = subprocess.run(
+                [sys.executable, __file__, "first-batch", "--uri", str(directory), "--batches", str(batches)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = {"tokens": tokens, "index_cached": cached, **json.loads(out.stdout)}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+    return results
+
+
+# --- throughput ----------------------------------------------------------------------------------------
+
+
+def load_tokenizer(name: str) -> Any:
+    if name == "byte":
+        from tunix_trainer.tokenizer import ByteTokenizer
+
+        return ByteTokenizer()
+    from tunix_trainer.pretrained.hf_tokenizer import load_hf_tokenizer
+    from tunix_trainer.pretrained.source import ModelFiles
+
+    return load_hf_tokenizer(ModelFiles(str(REPO / ".cache" / "smollm2")))
+
+
+def text_dir_dataset(text_dir: str, out: Path) -> Path:
+    """The files under ``text_dir`` (UTF-8 text) as a JSONL text dataset, one file per record."""
+    with out.open("w", encoding="utf-8") as f:
+        for path in sorted(Path(text_dir).rglob("*")):
+            try:
+                text = path.read_text(encoding="utf-8") if path.is_file() else ""
+            except (UnicodeDecodeError, OSError):
+                continue
+            if text.strip():
+                f.write(json.dumps({"text": text}) + "\n")
+    return out
+
+
+def one_core(uri: str, tokenizer: Any, seconds: float) -> float:
+    """Tokens per CPU-second of reading + parsing + tokenizing chunks in this process."""
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+    from tunix_trainer.data_stream import ChunkReader
+
+    data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, **SHAPE)
+    reader: ChunkReader = data._stream.reader
+    reader(0, 0)  # warm: open files
+    tokens, chunk = 0, 1
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        tokens += reader(chunk % len(reader.lanes), chunk // len(reader.lanes)).tokens.size
+        chunk += 1
+    return tokens / (time.process_time() - started)
+
+
+def _cpu_seconds() -> float:
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float) -> dict[str, float]:
+    """Tokens/s the pipeline serves to a consumer that only takes batches."""
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+
+    data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, workers=workers, **SHAPE)
+    try:
+        started = time.perf_counter()
+        next(data)
+        startup = time.perf_counter() - started
+        for _ in range(3):
+            next(data)
+        cpu0, wall0, served = _cpu_seconds(), time.perf_counter(), 0
+        while time.perf_counter() - wall0 < seconds:
+            served += next(data).inputs.size
+        wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+    finally:
+        data.close()
+    return {
+        "tokens_per_second": round(served / wall),
+        "tokens_per_cpu_second": round(served / cpu),
+        "first_batch_seconds": round(startup, 2),
+    }
+
+
+def throughput(
+    tokenizers: list[str], workers: list[int], seconds: float, workdir: Path, text_dir: str | None
+):
+    datasets = {"seeded": seed_text(workdir, 25e6)[0]}
+    if text_dir:
+        datasets["text-dir"] = text_dir_dataset(text_dir, workdir / "text-dir.jsonl")
+    for name in tokenizers:
+        tokenizer = load_tokenizer(name)
+        for label, uri in datasets.items():
+            row = {
+                "tokenizer": name,
+                "dataset": label,
+                "one_core_tokens_per_cpu_second": round(one_core(str(uri), tokenizer, seconds)),
+            }
+            print(json.dumps(row), flush=True)
+            for n in workers:
+                row = {
+                    "tokenizer": name,
+                    "dataset": label,
+                    "workers": n,
+                    **pipeline(str(uri), tokenizer, n, seconds),
+                }
+                print(json.dumps(row), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("scale")
+    s.add_argument("--tokens", default="25e6,250e6,2.5e9")
+    s.add_argument("--batches", type=int, default=200)
+    t = sub.add_parser("throughput")
+    t.add_argument("--tokenizer", default="byte,smollm2")
+    t.add_argument("--workers", default="0,1,2")
+    t.add_argument("--seconds", type=float, default=20.0)
+    t.add_argument("--text-dir", default=None, help="a directory of UTF-8 text files (real text)")
+    for p in (s, t):
+        p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tunix-bench-data"))
+    f = sub.add_parser("first-batch")
+    f.add_argument("--uri", required=True)
+    f.add_argument("--batches", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.command == "first-batch":
+        print(json.dumps(first_batch(args.uri, args.batches)))
+        return 0
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.command == "scale":
+        scale([float(x) for x in args.tokens.split(",")], workdir, args.batches)
+    else:
+        throughput(
+            args.tokenizer.split(","),
+            [int(x) for x in args.workers.split(",")],
+            args.seconds,
+            workdir,
+            args.text_dir,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
