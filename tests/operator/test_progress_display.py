@@ -47,3 +47,18 @@ def test_the_summary_keeps_full_precision() -> None:
     )
     assert body["status"]["summary"]["finalLoss"] == loss
     assert body["status"]["summary"]["avgTokensPerSecond"] == 18035.12779362621
+
+
+def test_a_succeeded_run_shows_its_mean_throughput_not_the_last_step() -> None:
+    body = run_body()
+    step(body)
+    last = {"step": 99, "totalSteps": 100, "tokensPerSecond": 8475836.7, "updatedAt": "2026-01-01T12:00:08Z"}
+    step(body, Observed(job=job(), pods=[pod()], progress=last), at(8))
+    message = json.dumps({"finalLoss": 1.25, "totalSteps": 100, "avgTokensPerSecond": 461537.529})
+    step(
+        body,
+        Observed(job=job(condition="Complete"), pods=[pod(phase="Succeeded", exit_code=0, message=message)]),
+        at(9),
+    )
+    assert body["status"]["progress"]["tokensPerSecond"] == 461538
+    assert body["status"]["summary"]["avgTokensPerSecond"] == 461537.529

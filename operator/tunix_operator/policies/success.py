@@ -9,7 +9,7 @@ from tunix_operator.manifests import artifacts_uri
 from tunix_operator.observe import AttemptState
 from tunix_operator.policies import history, terminal
 from tunix_operator.policies.draft import Draft
-from tunix_operator.trainer_output import parse_summary, parse_termination_message
+from tunix_operator.trainer_output import for_people, parse_summary, parse_termination_message
 
 
 def succeeded(d: Draft, state: AttemptState) -> None:
@@ -30,9 +30,12 @@ def succeeded(d: Draft, state: AttemptState) -> None:
                 "total_steps": summary.total_steps,
                 "step_of_total": f"{summary.total_steps}/{summary.total_steps}",
                 "loss": summary.final_loss if summary.final_loss is not None else old.loss,
+                # the run's mean: the last step's own time is short (its metrics are fetched last)
+                "tokens_per_second": summary.avg_tokens_per_second or old.tokens_per_second,
                 "eta_seconds": 0.0,
             }
         )
+        d.new.progress = for_people(d.new.progress)
         if d.new.checkpoint is not None:
             d.new.checkpoint = d.new.checkpoint.model_copy(update={"latest_step": summary.total_steps})
     detail = (
