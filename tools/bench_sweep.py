@@ -8,7 +8,9 @@
 Each case is ``PRESET:bBATCH:tSEQ`` followed by optional ``:key=value`` items: ``accum=N``
 (gradAccumSteps), ``ckpt=N`` (``--checkpoint-cost N``), ``profile=1`` (``--profile``, summarised
 with ``tools/profile_summary.py``), ``pretrained=DIR`` (``spec.model.pretrained.uri``: the shape
-from that Hugging Face directory's config.json; PRESET is then only the case's label), and any
+from that Hugging Face directory's config.json; PRESET is then only the case's label), ``lora=R``
+(``spec.training.lora`` of rank R on all seven projections; MFU then still counts 6 x parameters
+FLOP per token, so compare step times), and any
 UPPER-CASE name as an environment variable of that run only (``XLA_FLAGS=...``). Every case runs
 ``examples/benchmark.yaml`` with those fields replaced, in its own process (so compile caches and
 XLA flags never leak between cases). Output in ``DIR``: ``sweep.jsonl`` (one line per case: the
@@ -33,6 +35,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CONFIG = ROOT / "examples" / "benchmark.yaml"
+LORA_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Case:
     checkpoint_saves: int = 0
     profile: bool = False
     pretrained: str | None = None
+    lora_rank: int = 0
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,6 +73,8 @@ def parse_case(text: str) -> Case:
             case.profile = value not in ("0", "false")
         elif key == "pretrained":
             case.pretrained = value
+        elif key == "lora":
+            case.lora_rank = int(value)
         elif key.isupper():
             case.env[key] = value
         else:
@@ -86,6 +92,8 @@ def case_config(case: Case, device: str) -> dict:
         run["spec"]["model"] = {"preset": case.preset}
     training = run["spec"]["training"]
     training.update(batchSize=case.batch, seqLen=case.seq, gradAccumSteps=case.accum)
+    if case.lora_rank:
+        training["lora"] = {"rank": case.lora_rank, "alpha": 2.0 * case.lora_rank, "targetModules": LORA_ALL}
     return run
 
 
