@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,9 @@ from kubernetes.client.exceptions import ApiException
 from tunix_api.run import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+logger = logging.getLogger(__name__)
 
 
 def _data(response: Any) -> dict[str, Any]:
@@ -100,7 +104,8 @@ class KubeClient:
             raise
 
     def annotate_pod(self, namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
-        """Merge ``annotations`` into a pod's; False when the pod is gone."""
+        """Merge ``annotations`` into a pod's; False when the pod is gone or the patch is refused (a
+        best-effort signal: an older chart without ``patch`` on pods must not fail the run)."""
         try:
             self._core.patch_namespaced_pod(
                 name,
@@ -112,6 +117,9 @@ class KubeClient:
             return True
         except ApiException as exc:
             if exc.status == 404:
+                return False
+            if exc.status in (403, 422):
+                logger.warning("pod %s/%s not annotated: %s %s", namespace, name, exc.status, exc.reason)
                 return False
             raise
 
