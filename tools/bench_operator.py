@@ -220,8 +220,10 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: pathlib.Path) -> None:
         self.args = args
         self.workdir = workdir
+        # A baseline checkout's operator gets its own CRD (its models refuse fields added since).
+        crds = pathlib.Path(args.operator_path) / "crds" if args.operator_path else CRDS_DIR
         self.plane = ControlPlane(
-            workdir / "cluster", controllers=BENCH_CONTROLLERS, crds=sorted(CRDS_DIR.glob("*.yaml"))
+            workdir / "cluster", controllers=BENCH_CONTROLLERS, crds=sorted(crds.glob("*.yaml"))
         )
         self.metrics_port = free_port()
         self.s3_port = free_port()
@@ -299,7 +301,7 @@ class Bench:
             "TUNIX_PROGRESS_INTERVAL_SECONDS": str(self.args.progress_interval),
             "TUNIX_MAX_CONCURRENT_RECONCILES": str(self.args.workers),
             "TUNIX_LOG_FORMAT": "text",
-            "TUNIX_LOG_LEVEL": "WARNING",
+            "TUNIX_LOG_LEVEL": self.args.log_level,
         }
         if self.args.operator_path:  # another checkout's operator (e.g. a baseline), first on the path
             paths = [str(pathlib.Path(self.args.operator_path) / d) for d in ("operator", "api")]
@@ -555,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
+    parser.add_argument("--log-level", default="WARNING", help="the operator's (its log: --keep)")
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
