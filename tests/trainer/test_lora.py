@@ -279,9 +279,9 @@ def test_peft_itself_loads_the_adapter_to_the_same_logits(lora_run):
     transformers = pytest.importorskip("transformers", reason="transformers is not installed")
     peft = pytest.importorskip("peft", reason="peft is not installed")
     _, _, art, _ = lora_run
-    base = transformers.AutoModelForCausalLM.from_pretrained(str(FIXTURE), torch_dtype=torch.float32)
+    base = transformers.AutoModelForCausalLM.from_pretrained(str(FIXTURE), dtype=torch.float32)
     model = peft.PeftModel.from_pretrained(base, str(art / "adapter"))
-    merged = transformers.AutoModelForCausalLM.from_pretrained(str(art / "model"), torch_dtype=torch.float32)
+    merged = transformers.AutoModelForCausalLM.from_pretrained(str(art / "model"), dtype=torch.float32)
     with torch.no_grad():
         got = model(torch.tensor([IDS])).logits[0].numpy()
         want = merged(torch.tensor([IDS])).logits[0].numpy()

@@ -145,7 +145,7 @@ def test_logits_and_tokens_equal_transformers_own_gguf_loading(smollm2):
     text = english_text()[:2000]
     assert tokenizer.encode(text) == reference_tokenizer(text, add_special_tokens=False)["input_ids"]
     reference = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, torch_dtype=torch.float32
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
     )
     ids = tokenizer.encode(text)[:64]
     with torch.no_grad():
