@@ -31,23 +31,11 @@ from tests.trainer.data_parallel import loss_tolerance, max_relative_difference 
 TOKENS = SMALL_TRAINING["batchSize"] * SMALL_TRAINING["seqLen"]
 TRAIN = "import sys; from tunix_trainer.train import main; sys.exit(main(sys.argv[1:]))"
 WRONG_ROWS = """
-import sys, jax, numpy as np
-import tunix_trainer.loop as loop
-from tunix_trainer.train_step import BATCH_FIELDS, batch_sharding
+import sys
+import tunix_trainer.data as data
 
-def first_rows_everywhere(batch, mesh, accum):
-    out = {}
-    for name in BATCH_FIELDS:
-        host = np.asarray(getattr(batch, name))
-        b, t = host.shape
-        host = host.reshape(accum, b // accum, t)
-        def rows(index, host=host):
-            n = (index[1].stop or host.shape[1]) - (index[1].start or 0)
-            return host[(index[0], slice(0, n), index[2])]
-        out[name] = jax.make_array_from_callback(host.shape, batch_sharding(mesh), rows)
-    return out
-
-loop.put_batch = first_rows_everywhere
+lanes = data.host_lanes
+data.host_lanes = lambda batch_size, accum, index, count: lanes(batch_size, accum, 0, count)
 from tunix_trainer.train import main
 sys.exit(main(sys.argv[1:]))
 """
