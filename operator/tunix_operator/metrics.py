@@ -39,7 +39,8 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self._phases: dict[tuple[str, str], str] = {}
-        self._publish()
+        for phase in Phase:
+            self.runs.labels(phase=phase.value).set(0)
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:
@@ -47,21 +48,21 @@ class OperatorMetrics:
             yield
 
     def observe_phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """Count the run in ``phase`` (None: in none); O(1), as it runs at every reconcile."""
+        key = (namespace, name)
+        old = self._phases.get(key)
+        if old == phase:
+            return
+        if old is not None:
+            self.runs.labels(phase=old).dec()
         if phase:
-            self._phases[(namespace, name)] = phase
+            self._phases[key] = phase
+            self.runs.labels(phase=phase).inc()
         else:
-            self._phases.pop((namespace, name), None)
-        self._publish()
+            self._phases.pop(key, None)
 
     def forget(self, namespace: str, name: str) -> None:
         self.observe_phase(namespace, name, None)
-
-    def _publish(self) -> None:
-        counts = {phase.value: 0 for phase in Phase}
-        for phase in self._phases.values():
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase, count in counts.items():
-            self.runs.labels(phase=phase).set(count)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
