@@ -1,7 +1,8 @@
 """Measure the streaming data pipeline: memory and start-up by dataset size, and tokens/s.
 
-    python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--workdir DIR]
+    python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--datasets DIR,...] [--workdir DIR]
     python tools/bench_data.py throughput [--tokenizer byte,smollm2] [--workers 0,1,2] [--seconds 20]
+    python tools/bench_data.py train-wait examples/run.yaml [--steps N]
     python tools/bench_data.py first-batch --uri DATASET [--batches 200]     (one child measurement)
 
 ``scale`` seeds text datasets of about the given numbers of byte tokens (tools/seed_dataset.py,
@@ -17,6 +18,8 @@ English text) when given:
     (what one worker process does);
   * the pipeline with ``workers`` processes (0: a thread of this process): tokens/s served to a
     consumer that takes batches as fast as it can, wall and CPU (this process and its workers).
+``train-wait`` trains a run config in this process and reports the share of the training loop's
+wall time spent in ``next(batches)`` (the first batch, which starts the pipeline, reported apart).
 Figures go to docs/PERFORMANCE.md with the machine and load (``uptime``).
 """
 
@@ -101,10 +104,11 @@ def first_batch(uri: str, batches: int) -> dict[str, Any]:
     }
 
 
-def scale(sizes: list[float], workdir: Path, batches: int) -> list[dict[str, Any]]:
+def scale(sizes: list[float], workdir: Path, batches: int, datasets: list[str]) -> list[dict[str, Any]]:
     results = []
-    for tokens in sizes:
-        directory, _count = seed_text(workdir, tokens)
+    targets = [(tokens, seed_text(workdir, tokens)[0]) for tokens in sizes]
+    targets += [(None, Path(uri)) for uri in datasets]
+    for tokens, directory in targets:
         cache = Path(tempfile.mkdtemp(prefix="index-", dir=workdir))
         for cached in (False, True):
             env = {**os.environ, "TUNIX_DATA_CACHE": str(cache)}
@@ -115,7 +119,12 @@ def scale(sizes: list[float], workdir: Path, batches: int) -> list[dict[str, Any
                 text=True,
                 check=True,
             )
-            row = {"tokens": tokens, "index_cached": cached, **json.loads(out.stdout)}
+            row = {
+                "tokens": tokens,
+                "dataset": str(directory),
+                "index_cached": cached,
+                **json.loads(out.stdout),
+            }
             print(json.dumps(row), flush=True)
             results.append(row)
     return results
@@ -226,11 +235,74 @@ def throughput(
                 print(json.dumps(row), flush=True)
 
 
+# --- data wait in training ------------------------------------------------------------------------------
+
+
+class TimedData:
+    """The loop's batches with the time its ``next`` waits on them counted."""
+
+    def __init__(self, data: Any):
+        self.data = data
+        self.wait = 0.0
+        self.first = 0.0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.data, name)
+
+    def __iter__(self) -> TimedData:
+        return self
+
+    def __next__(self) -> Any:
+        started = time.perf_counter()
+        batch = next(self.data)
+        waited = time.perf_counter() - started
+        if self.calls == 0:
+            self.first = waited
+        else:
+            self.wait += waited
+        self.calls += 1
+        return batch
+
+
+def train_wait(config: str, workdir: Path, steps: int | None) -> dict[str, Any]:
+    """Train ``config`` in this process (``tunix-rt run --local`` without the display) and report the
+    share of the loop's wall time spent waiting for batches (the first batch apart)."""
+    from tunix_trainer.cli import with_steps
+    from tunix_trainer.config import load_run
+    from tunix_trainer.loop import setup_train_loop
+
+    run = with_steps(load_run(config, base_dir=os.getcwd()), steps)
+    out = Path(tempfile.mkdtemp(prefix="train-wait-", dir=workdir))
+    setup = setup_train_loop(
+        run, artifacts_uri=str(out), checkpoint_uri=str(out / "checkpoints"), resume="none"
+    )
+    timed = TimedData(setup.loop.data)
+    setup.loop.data = timed
+    started = time.perf_counter()
+    try:
+        summary = setup.loop.run(setup.state, setup.provenance)
+    finally:
+        timed.data.close()
+        setup.checkpointer.close()
+    wall = time.perf_counter() - started
+    return {
+        "config": config,
+        "steps": run.spec.training.steps,
+        "loop_seconds": round(wall, 2),
+        "first_batch_seconds": round(timed.first, 3),
+        "data_wait_seconds": round(timed.wait, 3),
+        "data_wait_share": round(timed.wait / max(wall - timed.first, 1e-9), 5),
+        "final_loss": summary.get("final_loss", summary.get("finalLoss")),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("scale")
-    s.add_argument("--tokens", default="25e6,250e6,2.5e9")
+    s.add_argument("--tokens", default="25e6,250e6,2.5e9", help="seeded sizes ('' for none)")
+    s.add_argument("--datasets", default="", help="existing datasets to measure too (comma-separated)")
     s.add_argument("--batches", type=int, default=200)
     t = sub.add_parser("throughput")
     t.add_argument("--tokenizer", default="byte,smollm2")
@@ -239,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--text-dir", default=None, help="a directory of UTF-8 text files (real text)")
     for p in (s, t):
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tunix-bench-data"))
+    w = sub.add_parser("train-wait")
+    w.add_argument("config", help="a TunixRun YAML (examples/run.yaml, examples/finetune-smollm2.yaml)")
+    w.add_argument("--steps", type=int, default=None)
+    w.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tunix-bench-data"))
     f = sub.add_parser("first-batch")
     f.add_argument("--uri", required=True)
     f.add_argument("--batches", type=int, default=200)
@@ -248,8 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.command == "scale":
-        scale([float(x) for x in args.tokens.split(",")], workdir, args.batches)
+    if args.command == "train-wait":
+        print(json.dumps(train_wait(args.config, workdir, args.steps)))
+    elif args.command == "scale":
+        sizes = [float(x) for x in args.tokens.split(",") if x]
+        scale(sizes, workdir, args.batches, [x for x in args.datasets.split(",") if x])
     else:
         throughput(
             args.tokenizer.split(","),

@@ -199,3 +199,41 @@ def test_auto_format_is_taken_from_the_first_record(tmp_path):
     ):
         source[1]
     assert np.array_equal(source.shards[0].starts, [0, 35])  # the line index
+
+
+def test_s3_shards_through_moto(s3_bucket, tmp_path):
+    """Shards on S3: listed, indexed (cached by ETag/size) and read by ranged requests; a gzip shard
+    is fetched once into the cache."""
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+    from tunix_trainer.tokenizer import ByteTokenizer
+
+    fs = fsspec.filesystem("s3")
+    fs.pipe(f"{s3_bucket}/data/a.jsonl", jsonl(RECORDS[:6]).encode())
+    fs.pipe(f"{s3_bucket}/data/b.jsonl.gz", gzip.compress(jsonl(RECORDS[6:]).encode(), mtime=0))
+    source = RecordSource(f"{s3_bucket}/data")
+    assert texts(source) == [r["text"] for r in RECORDS]
+    assert [s.uri for s in source.shards] == [f"{s3_bucket}/data/a.jsonl", f"{s3_bucket}/data/b.jsonl.gz"]
+    (tmp_path / "local").mkdir()
+    for name in ("a.jsonl", "b.jsonl.gz"):
+        (tmp_path / "local" / name).write_bytes(fs.cat(f"{s3_bucket}/data/{name}"))
+    remote = BatchIterator(
+        DatasetSpec(uri=f"{s3_bucket}/data"), ByteTokenizer(), batch_size=2, seq_len=8, seed=1
+    )
+    local = BatchIterator(
+        DatasetSpec(uri=str(tmp_path / "local")), ByteTokenizer(), batch_size=2, seq_len=8, seed=1
+    )
+    for _ in range(5):
+        assert np.array_equal(next(remote).inputs, next(local).inputs)
+    assert remote.checksum == local.checksum
+
+
+def test_compressed_shard_needs_a_writable_cache(tmp_path, monkeypatch):
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(jsonl(RECORDS).encode()))
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    monkeypatch.setenv("TUNIX_DATA_CACHE", str(blocked / "cache"))
+    with pytest.raises(
+        DataError, match=r"d\.jsonl\.gz: cannot decompress into the data cache .*TUNIX_DATA_CACHE"
+    ):
+        RecordSource(str(tmp_path / "d.jsonl.gz"))

@@ -254,10 +254,16 @@ def _index_compressed(
     uri: str, kind: str, storage_options: dict[str, Any] | None, data_path: str
 ) -> ShardInfo:
     """Decompress ``uri`` into ``data_path`` (the cache) and index the decompressed lines."""
-    os.makedirs(os.path.dirname(data_path), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(data_path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(data_path), prefix=".tmp-", suffix=".part")
+    except OSError as exc:
+        raise DataError(
+            f"{uri}: cannot decompress into the data cache {os.path.dirname(data_path)} ({exc}); "
+            "set TUNIX_DATA_CACHE to a writable directory"
+        ) from exc
     digest = hashlib.sha256()
     fs, path = open_fs(uri, storage_options)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(data_path), prefix=".tmp-", suffix=".part")
     try:
         with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
 
