@@ -374,3 +374,11 @@ def test_the_loss_plot_draws_evaluations_over_the_training_curve(tmp_path):
     plot_loss(records[:10], str(without))
     assert with_evals.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert with_evals.read_bytes() != without.read_bytes()  # the eval points are drawn
+
+
+def test_the_progress_line_shows_the_latest_eval_loss():
+    from tunix_trainer import cli
+
+    line = cli.format_progress(120, 300, 2.31449, 12345.4, 14.2, eval_loss=2.40123)
+    assert "loss 2.314  eval 2.401  12,345 tok/s" in line
+    assert "eval" not in cli.format_progress(120, 300, 2.31449, 12345.4, 14.2)

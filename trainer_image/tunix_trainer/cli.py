@@ -74,13 +74,16 @@ def format_progress(
     tokens_per_second: float | None,
     eta_seconds: float | None,
     width: int = 20,
+    eval_loss: float | None = None,
 ) -> str:
-    """``[#####.....] 120/300  loss 2.314  12,345 tok/s  ETA 0:00:14``."""
+    """``[#####.....] 120/300  loss 2.314  12,345 tok/s  ETA 0:00:14`` (``eval 2.401`` after the loss
+    once an evaluation ran)."""
     filled = min(width, width * step // total) if total > 0 else 0
     loss_text = f"{loss:.3f}" if isinstance(loss, int | float) and loss == loss else "nan"
     rate = f"{tokens_per_second:,.0f}" if isinstance(tokens_per_second, int | float) else "-"
+    evaluated = f"  eval {eval_loss:.3f}" if isinstance(eval_loss, int | float) else ""
     return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {step}/{total}  loss {loss_text}  "
+        f"[{'#' * filled}{'.' * (width - filled)}] {step}/{total}  loss {loss_text}{evaluated}  "
         f"{rate} tok/s  ETA {format_duration(eta_seconds)}"
     )
 
@@ -117,7 +120,12 @@ class ProgressDisplay:
         step, total = int(record["step"]), int(record.get("total_steps") or 0)
         now, final = self._clock(), step >= total > 0
         line = format_progress(
-            step, total, record.get("loss"), record.get("tokens_per_second"), record.get("eta_seconds")
+            step,
+            total,
+            record.get("loss"),
+            record.get("tokens_per_second"),
+            record.get("eta_seconds"),
+            eval_loss=record.get("eval_loss"),
         )
         if self.tty:
             if final or self._last_draw is None or now - self._last_draw >= self._redraw_seconds:

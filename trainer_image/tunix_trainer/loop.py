@@ -374,7 +374,8 @@ class _Loop:
             **(self.evaluation.progress_fields() if self.evaluation is not None else {}),
         )
         if notify and self.on_progress is not None:
-            self.on_progress({**record, "total_steps": total, "eta_seconds": eta})
+            evaluated = self.evaluation.progress_fields() if self.evaluation is not None else {}
+            self.on_progress({**record, "total_steps": total, "eta_seconds": eta, **evaluated})
 
     def _save(self, step: int, state: Any) -> None:
         meta = {
