@@ -18,7 +18,7 @@ from tunix_api.run import AttemptRecord
 from tunix_operator.conditions import format_time
 from tunix_operator.observe import CHECKPOINT_TIME_ANNOTATION
 from tunix_operator.policies.history import MAX_ATTEMPTS
-from tunix_operator.state import AnnotatePods, CreateAttempt, DeleteJob, Observed
+from tunix_operator.state import AnnotatePods, CreateAttempt, DeleteJob, Observed, reads_needed
 
 
 def progress(attempt: int, step: int, when: float, **extra: Any) -> dict[str, Any]:
@@ -223,3 +223,24 @@ def test_a_benchmark_has_attempts_but_no_goodput() -> None:
     step(body, Observed(job=job(), pods=[pod()]), at(10))
     assert [r["index"] for r in body["status"]["attempts"]] == [0]
     assert "goodput" not in body["status"]
+
+
+def test_the_final_checkpoint_of_an_evicted_attempt_reaches_its_record() -> None:
+    """The kubelet evicts the pod (DisruptionTarget, SIGTERM): the attempt ends at once, while its trainer
+    still trains to the step it stops at, saves it and reports it; that report is read until its pod goes."""
+    body = run_body()
+    step(body)
+    step(body, running(0, progress(0, 30, 35)), at(35))
+    evicted = {"disruption": "TerminationByKubelet", "disrupted_at": at(39), "grace_seconds": 30}
+    stopping = [pod(phase="Running", **evicted)]
+    step(body, Observed(job=job(), pods=stopping, progress=progress(0, 30, 35)), at(40))
+    assert body["status"]["attempts"][0]["lastStep"] == 30
+    assert reads_needed(body, None, stopping) == (True, False)
+    final = progress(0, 33, 42) | ckpt(33, 42)
+    step(body, Observed(pods=stopping, progress=final), at(43))
+    record = body["status"]["attempts"][0]
+    assert (record["lastStep"], record["lastStepTime"]) == (33, format_time(at(42)))
+    assert body["status"]["checkpoint"]["latestStep"] == 33
+    done = step(body, Observed(pods=[pod(phase="Failed", exit_code=75, **evicted)], progress=final), at(45))
+    assert CreateAttempt(1) in done.actions and body["status"]["attempts"][0]["exitCode"] == 75
+    assert reads_needed(body, None, []) == (False, False)  # its pods gone: nothing more to read

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tunix_api.exit_codes import ExitClass
-from tunix_api.run import AttemptOutcome, AttemptRecord, Progress
+from tunix_api.run import AttemptOutcome, AttemptRecord, Progress, TunixRunStatus
 from tunix_operator import conditions as cond
-from tunix_operator.observe import AttemptState
+from tunix_operator.observe import AttemptState, PodView
 from tunix_operator.policies import goodput
 from tunix_operator.policies.draft import Draft
 
@@ -95,6 +97,30 @@ def ended(
         if record.first_step is None:
             update |= {"first_step": final, "first_step_time": now}
     _replace(d, record.model_copy(update=update))
+
+
+def ended_attempt_lingers(status: TunixRunStatus, pods: Sequence[PodView]) -> bool:
+    """Whether the newest attempt has ended while pods of it remain (stopping, or stopped and kept)."""
+    records = status.attempts or []
+    last = records[-1] if records else None
+    return last is not None and last.outcome is not None and any(p.attempt == last.index for p in pods)
+
+
+def seen_late_progress(d: Draft, progress: Progress) -> bool:
+    """Note a report that the newest, ended attempt wrote after the operator saw it end (the steps up to
+    its final checkpoint); True when ``progress`` is that attempt's."""
+    records = d.new.attempts or []
+    record = records[-1] if records else None
+    if record is None or record.outcome is None or progress.attempt != record.index or progress.step is None:
+        return False
+    if record.last_step is None or progress.step > record.last_step:
+        when = _clamped(d, progress.updated_at)
+        update: dict[str, object] = {"last_step": progress.step, "last_step_time": when}
+        if record.first_step is None:
+            update |= {"first_step": progress.step, "first_step_time": when}
+            update["restored_from"] = progress.restored_from
+        _replace(d, record.model_copy(update=update))
+    return True
 
 
 def late_exit_code(d: Draft) -> None:

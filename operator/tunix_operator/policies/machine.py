@@ -65,12 +65,17 @@ def reads_needed(
     """(read progress.json?, read the result file?) for this observation: I/O only when useful.
 
     The result file is summary.json, or benchmark.json in Benchmark mode; it is read only when
-    the termination message holds no result. progress.json is read while the attempt runs and once
-    when it failed (its final steps and checkpoint). Benchmarks write no progress.json.
+    the termination message holds no result. progress.json is read while the attempt runs, when it
+    failed, and while pods of an attempt that ended remain (its trainer may still be saving its final
+    checkpoint). Benchmarks write no progress.json.
     """
     view = view_run(body)
     status = view.status
-    if status.phase in TERMINAL_PHASES or job is None or status.attempt is None or view.run is None:
+    if status.phase in TERMINAL_PHASES or view.run is None:
+        return False, False
+    if not view.benchmark and history.ended_attempt_lingers(status, [pod_view(p) for p in pods]):
+        return True, False  # its trainer may still report its final checkpoint
+    if job is None or status.attempt is None:
         return False, False
     state = assess(job, [pod_view(p) for p in pods], status.attempt, view.run.spec.accelerator.hosts)
     if state.outcome in (Outcome.RUNNING, Outcome.FAILED):  # a failed attempt's last word, too
@@ -84,6 +89,8 @@ def reads_needed(
 
 def _active(d: Draft) -> None:
     history.late_exit_code(d)
+    if not d.benchmark:
+        running.merge_late_progress(d)
     if deadline.deadline_exceeded(d):
         return
     if d.spec.suspend:

@@ -45,6 +45,17 @@ def merge_progress(d: Draft) -> None:
     merge_checkpoint(d, progress)
 
 
+def merge_late_progress(d: Draft) -> None:
+    """The final report of an attempt that ended before its trainer did (a preemption, a suspend):
+    the steps up to its final checkpoint, into its record and status.checkpoint."""
+    progress = parse_progress(d.observed.progress, not_before=d.view.created)
+    if progress is None or not history.seen_late_progress(d, progress):
+        return
+    if progress != d.old.progress:
+        d.new.progress = progress
+    merge_checkpoint(d, progress)
+
+
 def merge_checkpoint(d: Draft, progress: Progress) -> None:
     """status.checkpoint: the step the attempt resumed from, the newest durable step and its time."""
     if progress.restored_from is None and progress.checkpoint_step is None:
