@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -48,7 +49,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")  # a directory's shards (not .json: manif
 COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
 SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 _CHUNK = 1 << 20  # bytes scanned at a time: the line scan needs ~10x that
 _BOM = b"\xef\xbb\xbf"
 # Bytes that make a line blank: JSON whitespace and the other ASCII ones str.strip() drops.
@@ -176,8 +177,9 @@ class ShardInfo:
     size: int  # bytes of read_uri when indexed
     sha256: str  # hex digest of the shard's own bytes (compressed, for a compressed shard)
     num_records: int
-    starts: np.ndarray | None  # JSONL: offset of each record's line
+    starts: np.ndarray | None  # JSONL: offset of each record's line (memory-mapped from the cache)
     row_groups: tuple[int, ...] = ()  # Parquet: rows per row group
+    index_file: str | None = None  # the cached offsets (.npy), when the cache could be written
 
 
 def _stat(uri: str, storage_options: dict[str, Any] | None) -> tuple[int, str]:
@@ -227,7 +229,7 @@ def index_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Shar
     size, stamp = _stat(uri, storage_options)
     key = _cache_key(uri, size, stamp)
     directory = cache_dir()
-    index_path = os.path.join(directory, key + ".index.npz")
+    index_path = os.path.join(directory, key + ".index")
     data_path = os.path.join(directory, key + ".jsonl") if kind in ("gz", "zst") else None
     cached = _load_index(index_path, uri, kind, data_path)
     if cached is not None:
@@ -246,7 +248,7 @@ def index_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Shar
         raise
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{uri}: cannot read dataset shard: {exc}") from exc
-    _save_index(index_path, info)
+    return _save_index(index_path, info)
     return info
 
 
@@ -303,46 +305,55 @@ def _index_parquet(uri: str, storage_options: dict[str, Any] | None, size: int) 
 
 
 def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> ShardInfo | None:
-    if not os.path.exists(index_path) or (data_path is not None and not os.path.exists(data_path)):
+    """The cached index (its offsets memory-mapped: pages are read as records are), or None."""
+    meta_path, starts_path = index_path + ".json", index_path + ".npy"
+    if not os.path.exists(meta_path) or (data_path is not None and not os.path.exists(data_path)):
         return None
     try:
-        with np.load(index_path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            starts = z["starts"] if kind != "parquet" else None
-            if starts is not None:
-                starts = np.ascontiguousarray(starts, dtype=np.uint64)
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        starts = np.load(starts_path, mmap_mode="r") if kind != "parquet" else None
+        if starts is not None and (starts.dtype != np.uint64 or starts.shape != (meta["num_records"],)):
+            return None
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is rebuilt
-    read_uri = data_path or uri
     return ShardInfo(
         uri,
         kind,
-        read_uri,
+        data_path or uri,
         meta["size"],
         meta["sha256"],
         meta["num_records"],
         starts,
         tuple(meta["row_groups"]),
+        starts_path if starts is not None else None,
     )
 
 
-def _save_index(index_path: str, info: ShardInfo) -> None:
-    """Cache the index (best effort: an unwritable cache only costs the next start a rebuild)."""
+def _save_index(index_path: str, info: ShardInfo) -> ShardInfo:
+    """Cache the index (best effort: an unwritable cache only costs the next start a rebuild); the
+    offsets file first, the metadata that makes the entry valid last."""
     meta = {
         "size": info.size,
         "sha256": info.sha256,
         "num_records": info.num_records,
         "row_groups": list(info.row_groups),
     }
-    starts = info.starts if info.starts is not None else np.zeros(0, np.uint64)
+    directory = os.path.dirname(index_path)
     try:
-        os.makedirs(os.path.dirname(index_path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(index_path), prefix=".tmp-", suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, starts=starts, meta=np.asarray(json.dumps(meta)))
-        os.replace(tmp, index_path)
+        os.makedirs(directory, exist_ok=True)
+        if info.starts is not None:
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npy")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, np.asarray(info.starts, dtype=np.uint64))
+            os.replace(tmp, index_path + ".npy")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(meta, f)
+        os.replace(tmp, index_path + ".json")
     except OSError:
-        pass
+        return info
+    return dataclasses.replace(info, index_file=index_path + ".npy" if info.starts is not None else None)
 
 
 # --- reading records ---------------------------------------------------------------------------------
@@ -400,7 +411,21 @@ class RecordSource:
         return record_values(raw, self.format, where, self._origin)  # raises, naming the line
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handles": {}, "_groups": OrderedDict()}
+        """Without open files, and without offsets the other process can map from the cache."""
+        shards = [dataclasses.replace(s, starts=None) if s.index_file else s for s in self.shards]
+        return {**self.__dict__, "shards": shards, "_handles": {}, "_groups": OrderedDict()}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        for i, shard in enumerate(self.shards):
+            if shard.index_file and shard.starts is None:
+                try:
+                    starts = np.load(shard.index_file, mmap_mode="r")
+                except OSError as exc:
+                    raise DataError(
+                        f"{shard.uri}: its line index {shard.index_file} is gone ({exc})"
+                    ) from exc
+                self.shards[i] = dataclasses.replace(shard, starts=starts)
 
     def close(self) -> None:
         for handle in self._handles.values():
