@@ -12,6 +12,7 @@ import pytest
 
 from tunix_api.run import Progress
 from tunix_trainer.benchmark.hardware import PEAK_FLOPS
+from tunix_trainer.checkpoint import Checkpointer
 from tunix_trainer.config import load_run
 from tunix_trainer.errors import PreemptedError
 from tunix_trainer.loop import train
@@ -103,3 +104,34 @@ def test_a_periodic_save_is_reported_once_durable(write_config, tmp_path, monkey
     first = next(p for p in seen if p.checkpoint_step is not None)
     assert first.step > first.checkpoint_step and first.checkpoint_time is not None
     assert {p.attempt for p in seen} == {3}
+
+
+def _state(value: float) -> dict:
+    import jax.numpy as jnp
+
+    return {"w": jnp.full((3, 2), value, jnp.float32)}
+
+
+def test_durable_step_is_the_newest_committed_step_in_a_directory(tmp_path) -> None:
+    ckpt = Checkpointer(str(tmp_path / "ck"), save_interval_steps=2, max_to_keep=2)
+    assert ckpt.durable_step() is None
+    ckpt.save(2, _state(2), {"step": 2})
+    ckpt.wait()
+    assert ckpt.durable_step() == 2
+    (tmp_path / "ck" / "4.orbax-checkpoint-tmp-1").mkdir()  # a save not committed yet
+    assert ckpt.durable_step() == 2
+    ckpt.close()
+
+
+def test_durable_step_on_an_object_store_follows_the_uploads(s3_bucket) -> None:
+    ckpt = Checkpointer(f"{s3_bucket}/ck", save_interval_steps=2, max_to_keep=2)
+    ckpt.save(2, _state(2), {"step": 2})
+    assert ckpt.durable_step() is None  # saved locally, not uploaded
+    ckpt.save(4, _state(4), {"step": 4})  # queues the upload of 2
+    deadline = time.monotonic() + 60
+    while ckpt.durable_step() != 2:
+        assert time.monotonic() < deadline, "the upload of step 2 never committed"
+        time.sleep(0.05)
+    ckpt.wait()
+    assert ckpt.durable_step() == 4
+    ckpt.close()

@@ -176,12 +176,13 @@ class Checkpointer:
 
     def durable_step(self) -> int | None:
         """The newest step known durable, without waiting: in a directory the newest committed step (Orbax
-        moves a step into place when it commits it); for an object store the step restored or last
-        uploaded at ``wait``."""
+        moves a step into place when it commits it); for an object store the step restored or the newest
+        whose upload committed (a step's upload starts at the next save, or at ``wait``)."""
         if self._mirror is None:
             steps = local_steps(self._directory)
             return steps[-1] if steps else None
-        return self._durable
+        known = [s for s in (self._durable, self._mirror.last_committed) if s is not None]
+        return max(known) if known else None
 
     def should_save(self, step: int) -> bool:
         """A periodic save is due after ``step`` completed optimizer steps."""

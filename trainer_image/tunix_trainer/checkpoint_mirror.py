@@ -66,6 +66,7 @@ class ObjectStoreMirror:
         self.root = root.rstrip("/")  # the path as the filesystem spells it (no scheme)
         self.max_to_keep = max_to_keep
         self._uploaded: set[int] = set()
+        self.last_committed: int | None = None  # the newest step whose upload committed (for progress)
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-upload")
         self._pending: list[concurrent.futures.Future[None]] = []
 
@@ -188,6 +189,7 @@ class ObjectStoreMirror:
         upload_tree(self.fs, local_dir, prefix, retry=self._retry)
         marker = f"{prefix}/{COMMIT_MARKER}"
         self._retry(f"commit of {prefix}", lambda: self.fs.pipe_file(marker, b"", **bounded(self.fs)))
+        self.last_committed = max(step, self.last_committed or step)
         committed = self.steps()
         self.delete(committed[: max(len(committed) - self.max_to_keep, 0)])
 
