@@ -177,9 +177,9 @@ class ShardInfo:
     size: int  # bytes of read_uri when indexed
     sha256: str  # hex digest of the shard's own bytes (compressed, for a compressed shard)
     num_records: int
-    starts: np.ndarray | None  # JSONL: offset of each record's line (memory-mapped from the cache)
+    starts: np.ndarray | None  # JSONL: offset of each record's line, when not read from index_file
     row_groups: tuple[int, ...] = ()  # Parquet: rows per row group
-    index_file: str | None = None  # the cached offsets (.npy), when the cache could be written
+    index_file: str | None = None  # JSONL: the cached offsets (.npy), read 16 bytes per record
 
 
 def _stat(uri: str, storage_options: dict[str, Any] | None) -> tuple[int, str]:
@@ -305,16 +305,18 @@ def _index_parquet(uri: str, storage_options: dict[str, Any] | None, size: int) 
 
 
 def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> ShardInfo | None:
-    """The cached index (its offsets memory-mapped: pages are read as records are), or None."""
+    """The cached index (its offsets stay in the file, read per record), or None."""
     meta_path, starts_path = index_path + ".json", index_path + ".npy"
     if not os.path.exists(meta_path) or (data_path is not None and not os.path.exists(data_path)):
         return None
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        starts = np.load(starts_path, mmap_mode="r") if kind != "parquet" else None
-        if starts is not None and (starts.dtype != np.uint64 or starts.shape != (meta["num_records"],)):
-            return None
+        if kind != "parquet":
+            header = np.load(starts_path, mmap_mode="r")  # the header only: no offset is read
+            if header.dtype != np.uint64 or header.shape != (meta["num_records"],):
+                return None
+            del header
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is rebuilt
     return ShardInfo(
@@ -324,9 +326,9 @@ def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> 
         meta["size"],
         meta["sha256"],
         meta["num_records"],
-        starts,
+        None,
         tuple(meta["row_groups"]),
-        starts_path if starts is not None else None,
+        starts_path if kind != "parquet" else None,
     )
 
 
@@ -353,7 +355,9 @@ def _save_index(index_path: str, info: ShardInfo) -> ShardInfo:
         os.replace(tmp, index_path + ".json")
     except OSError:
         return info
-    return dataclasses.replace(info, index_file=index_path + ".npy" if info.starts is not None else None)
+    if info.starts is None:
+        return info
+    return dataclasses.replace(info, starts=None, index_file=index_path + ".npy")  # memory back
 
 
 # --- reading records ---------------------------------------------------------------------------------
@@ -387,7 +391,8 @@ class RecordSource:
         else:
             listing = "".join(f"{_relative(s.uri, self.uri)} {s.sha256}\n" for s in self.shards)
             self.checksum = "sha256:" + hashlib.sha256(listing.encode()).hexdigest()
-        self._handles: dict[int, Any] = {}
+        self._handles: dict[int, Any] = {}  # open shards, per process
+        self._index: dict[int, tuple[int, int]] = {}  # open index files, per process
         self._groups: OrderedDict[tuple[int, int], Any] = OrderedDict()
         self.format = DatasetFormat.AUTO
         self._origin = "from dataset.format"
@@ -411,27 +416,17 @@ class RecordSource:
         return record_values(raw, self.format, where, self._origin)  # raises, naming the line
 
     def __getstate__(self) -> dict[str, Any]:
-        """Without open files, and without offsets the other process can map from the cache."""
-        shards = [dataclasses.replace(s, starts=None) if s.index_file else s for s in self.shards]
-        return {**self.__dict__, "shards": shards, "_handles": {}, "_groups": OrderedDict()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        for i, shard in enumerate(self.shards):
-            if shard.index_file and shard.starts is None:
-                try:
-                    starts = np.load(shard.index_file, mmap_mode="r")
-                except OSError as exc:
-                    raise DataError(
-                        f"{shard.uri}: its line index {shard.index_file} is gone ({exc})"
-                    ) from exc
-                self.shards[i] = dataclasses.replace(shard, starts=starts)
+        return {**self.__dict__, "_handles": {}, "_groups": OrderedDict(), "_index": {}}
 
     def close(self) -> None:
         for handle in self._handles.values():
             with contextlib.suppress(OSError):
                 handle.close() if hasattr(handle, "close") else os.close(handle)
+        for fd, _ in self._index.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
         self._handles.clear()
+        self._index.clear()
         self._groups.clear()
 
     # -- raw access --------------------------------------------------------------------------------
@@ -447,9 +442,7 @@ class RecordSource:
         shard = self.shards[shard_index]
         if shard.kind == "parquet":
             return self._parquet_row(shard_index, local)
-        assert shard.starts is not None
-        start = int(shard.starts[local])
-        end = int(shard.starts[local + 1]) if local + 1 < shard.num_records else shard.size
+        start, end = self._span(shard_index, local)
         data = self._read(shard_index, start, end - start)
         try:
             line = data.decode("utf-8")
@@ -461,6 +454,25 @@ class RecordSource:
         except (ValueError, RecursionError):
             line = LINE_BREAK.split(line, maxsplit=1)[0]
             return decode_json(line, where), where  # raises, naming the line
+
+    def _span(self, shard_index: int, local: int) -> tuple[int, int]:
+        """(first byte, end) of line ``local`` of a JSONL shard: from its offsets in memory, or 16
+        bytes of the cached index file (so memory does not grow with the record count)."""
+        shard = self.shards[shard_index]
+        last = local + 1 == shard.num_records
+        if shard.starts is not None:
+            return int(shard.starts[local]), shard.size if last else int(shard.starts[local + 1])
+        index = self._index.get(shard_index)
+        if index is None:
+            index = self._index[shard_index] = _open_index(shard)
+        fd, data_offset = index
+        raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
+        values = np.frombuffer(raw, dtype=np.uint64)
+        if values.size != (1 if last else 2):
+            raise DataError(
+                f"{shard.uri}: its line index {shard.index_file} is truncated; delete it to rebuild"
+            )
+        return int(values[0]), shard.size if last else int(values[1])
 
     def _where(self, shard: ShardInfo, offset: int) -> str:
         """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
@@ -528,6 +540,24 @@ class RecordSource:
             self._groups.move_to_end(key)
         row = local - int(bounds[group])
         return {name: values[row] for name, values in table.items()}, f"{shard.uri}:row {local + 1}"
+
+
+def _open_index(shard: ShardInfo) -> tuple[int, int]:
+    """(file descriptor, offset of the first offset) of a shard's cached .npy index."""
+    assert shard.index_file is not None
+    try:
+        fd = os.open(shard.index_file, os.O_RDONLY)
+    except OSError as exc:
+        raise DataError(
+            f"{shard.uri}: its line index {shard.index_file} is gone ({exc}); restart the run"
+        ) from exc
+    with os.fdopen(os.dup(fd), "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(f)
+        else:
+            np.lib.format.read_array_header_2_0(f)
+        return fd, f.tell()
 
 
 def _plain_values(record: dict[str, Any], keys: tuple[str, ...]) -> Record | None:
