@@ -235,7 +235,8 @@ def _run_local(run: LoadedRun, args: argparse.Namespace, display: ProgressDispla
     if args.plot:
         options = fsspec_options(artifacts_uri, run.spec.storage)
         records = RunArtifacts(artifacts_uri, storage_options=options).read_metrics()
-        plot_loss(records, args.plot, title=f"{run.name}: training loss")
+        what = "training and evaluation loss" if run.spec.evaluation else "training loss"
+        plot_loss(records, args.plot, title=f"{run.name}: {what}")
         print(f"{PROG}: loss curve written to {args.plot}", file=sys.stderr)
     return int(ExitCode.SUCCESS)
 
