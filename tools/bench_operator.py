@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import json
 import os
 import pathlib
@@ -170,8 +171,11 @@ class JobWatch:
                     if self._stop.is_set():
                         break
             except Exception:  # a cut stream (or 410 Gone): list again, then watch from there
+                if self._stop.is_set():
+                    return  # the cluster is going away
                 time.sleep(0.2)
-                version = self._list()
+                with contextlib.suppress(Exception):
+                    version = self._list()
 
     def _list(self) -> str:
         response = self.batch.list_namespaced_job(NAMESPACE)
