@@ -174,15 +174,16 @@ def one_core(uri: str, tokenizer: Any, seconds: float) -> float:
     return tokens / (time.process_time() - started)
 
 
-def _cpu_seconds() -> float:
+def _cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this process, of its worker processes), user + system."""
     import psutil
 
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    workers = 0.0
     for child in me.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += sum(child.cpu_times()[:2])
-    return total
+            workers += sum(child.cpu_times()[:2])
+    return sum(me.cpu_times()[:2]), workers
 
 
 def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float) -> dict[str, float]:
@@ -197,15 +198,18 @@ def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float) -> dict[str
         startup = time.perf_counter() - started
         for _ in range(3):
             next(data)
-        cpu0, wall0, served = _cpu_seconds(), time.perf_counter(), 0
+        (main0, workers0), wall0, served = _cpu_seconds(), time.perf_counter(), 0
         while time.perf_counter() - wall0 < seconds:
             served += next(data).inputs.size
-        wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+        (main1, workers1), wall = _cpu_seconds(), time.perf_counter() - wall0
+        main, helpers = main1 - main0, workers1 - workers0
     finally:
         data.close()
     return {
         "tokens_per_second": round(served / wall),
-        "tokens_per_cpu_second": round(served / cpu),
+        "tokens_per_cpu_second": round(served / (main + helpers)),
+        "trainer_cpu_seconds_per_m_tokens": round(main / served * 1e6, 3),
+        "worker_cpu_seconds_per_m_tokens": round(helpers / served * 1e6, 3),
         "first_batch_seconds": round(startup, 2),
     }
 

@@ -253,3 +253,19 @@ def test_sharded_dataset_streams_as_the_one_file_dataset(tmp_path):
     a = take(iterator(one, batch_size=4, seed=9), 8)
     b = take(iterator(str(tmp_path / "shards"), batch_size=4, seed=9), 8)
     np.testing.assert_array_equal(stack(a), stack(b))
+
+
+def test_iterators_in_one_process_keep_their_own_data(tmp_path):
+    """Two pipelines of one process (training and another), interleaved, each fetching many chunks
+    through its own prefetch thread, give what each gives alone."""
+    a_uri = write_numbered(tmp_path / "a.jsonl", 40)
+    b_uri = str(tmp_path / "b.jsonl")
+    Path(b_uri).write_text("".join(json.dumps({"text": f"other {i:05d}"}) + "\n" for i in range(30)))
+    alone = [take(iterator(uri, records_per_chunk=1, seed=5), 15) for uri in (a_uri, b_uri)]
+    a, b = (iterator(uri, records_per_chunk=1, seed=5) for uri in (a_uri, b_uri))
+    together = [[], []]
+    for _ in range(15):
+        together[0].append(next(a))
+        together[1].append(next(b))
+    for mine, solo in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(stack(mine), stack(solo))

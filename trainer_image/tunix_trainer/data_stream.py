@@ -299,9 +299,11 @@ class LaneStream:
         """Chunk ``chunk`` of lane ``slot``, and the next ``prefetch`` of that lane set in motion."""
         if self._pool is None:
             self._pool = start_pool(self.reader, self.workers)
+        # a worker process holds its reader (sent once); a thread is handed this stream's own
+        task = _read_chunk if self.workers > 0 else self.reader
         for ahead in range(chunk, chunk + self.prefetch + 1):
             if (slot, ahead) not in self._pending:
-                self._pending[(slot, ahead)] = self._pool.submit(_read_chunk, slot, ahead)
+                self._pending[(slot, ahead)] = self._pool.submit(task, slot, ahead)
         for key in [k for k in self._pending if k[0] == slot and k[1] < chunk]:
             self._pending.pop(key).cancel()
         return self._pending.pop((slot, chunk)).result()
@@ -314,7 +316,7 @@ class LaneStream:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-_READER: ChunkReader | None = None  # the reader of this worker process
+_READER: ChunkReader | None = None  # the reader of this worker process (never set in the trainer)
 
 
 def _install_reader(reader: ChunkReader) -> None:
@@ -331,7 +333,6 @@ def start_pool(reader: ChunkReader, workers: int) -> concurrent.futures.Executor
     """``workers`` spawned processes that read and tokenize chunks, each holding its own copy of
     ``reader`` (open files are per process); 0: one thread of this process does it."""
     if workers <= 0:
-        _install_reader(reader)
         return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunix-data")
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
