@@ -311,8 +311,9 @@ class Bench:
             paths = [str(pathlib.Path(self.args.operator_path) / d) for d in ("operator", "api")]
             env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
         log = (self.workdir / "operator.log").open("wb")
-        command = [sys.executable, "-m", "tunix_operator", "--kubeconfig", str(kubeconfig), "--standalone",
-                   "-n", NAMESPACE, "--metrics-port", str(self.metrics_port),
+        profile = ["-m", "cProfile", "-o", str(self.args.profile)] if self.args.profile else []
+        command = [sys.executable, *profile, "-m", "tunix_operator", "--kubeconfig", str(kubeconfig),
+                   "--standalone", "-n", NAMESPACE, "--metrics-port", str(self.metrics_port),
                    "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]  # fmt: skip
         self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         deadline = time.monotonic() + 60
@@ -561,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
+    parser.add_argument("--profile", default=None, help="cProfile the operator's main thread into this file")
     parser.add_argument("--log-level", default="WARNING", help="the operator's (its log: --keep)")
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")

@@ -47,6 +47,27 @@ RETRY_MESSAGES = re.compile(
 )
 
 
+class SpecDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base without its deep copy of every watched object at every event.
+
+    kopf builds a diff base (a deep copy of the whole body, managedFields and status included) for
+    every event of every resource it watches, for change handlers (``on.update``/``on.field``) and
+    daemons' idle timeouts. This operator has neither: its daemon reads the live body. A shallow copy
+    of the spec says all kopf still asks of it (whether anything essential changed).
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {"spec": dict(body.get("spec") or {})}
+
+
+class RunProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotations; :meth:`clear` skips its deep copy when there is nothing to clear
+    (a :class:`SpecDiffBase` essence has no metadata)."""
+
+    def clear(self, *, essence: Any) -> Any:
+        return essence if "metadata" not in essence else super().clear(essence=essence)
+
+
 class QuietChildEvents(logging.Filter):
     """Drop kopf's "Handler 'pod-event' succeeded." lines: one per pod or run change is noise."""
 
@@ -234,10 +255,8 @@ def _short(exc: BaseException) -> str:
 
 def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
     # Keep kopf's bookkeeping in annotations: .status belongs to the TunixRun contract.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.progress_storage = RunProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = SpecDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING  # our events are posted explicitly
     settings.peering.standalone = ours.standalone
