@@ -135,3 +135,22 @@ def test_durable_step_on_an_object_store_follows_the_uploads(s3_bucket) -> None:
     ckpt.wait()
     assert ckpt.durable_step() == 4
     ckpt.close()
+
+
+@pytest.mark.parametrize("steps", [8, 10], ids=["last-step-saved", "last-periodic-save-2-steps-before"])
+def test_the_final_progress_names_the_final_checkpoint(write_config, tmp_path, steps) -> None:
+    """Written once every save is durable: the last periodic save (step 8) or the final one (step
+    ``steps``), however little time the background save had before training ended."""
+    config = write_config(
+        training={"steps": steps, "batchSize": 2, "seqLen": 16},
+        checkpoint={"saveIntervalSteps": 4},
+        metrics={"progressIntervalSeconds": 3600},  # only forced writes after the first
+    )
+    art = tmp_path / "art"
+    train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ck"))
+    progress = Progress.model_validate_json((art / "progress.json").read_text())
+    ckpt = Checkpointer(str(art / "ck"), save_interval_steps=4, max_to_keep=2)
+    assert ckpt.latest_step() == steps
+    ckpt.close()
+    assert (progress.step, progress.checkpoint_step) == (steps, steps)
+    assert progress.checkpoint_time is not None

@@ -1,10 +1,14 @@
 """The training loop: data -> jitted step -> metrics one step late -> checkpoints -> summary.
 
 Steps are 1-based: the record of step k is written after the k-th optimizer update, and a
-checkpoint at step k holds k updates plus the data position after k batches. The host never
-waits on the device for the step it just dispatched: it dispatches step k, then fetches the
-metrics of step k-1. It does wait before a checkpoint, so a state is saved only after its own
-loss and gradient norm were seen to be finite.
+checkpoint at step k holds k updates plus the data position after k batches. The host puts batch
+k+1 on its way to the device, waits for step k to finish (the moment that ends step k's time),
+dispatches step k+1, then fetches and checks the metrics of step k while step k+1 runs. Every
+step, the last one included, is so timed between two completions on the device, whatever the
+dispatch does (a large step's launch can block until the device has nearly run it: timed at the
+fetch after the next dispatch, a step would carry most of the next one's time and the last step
+only its tail). It waits for a step's metrics before a checkpoint, so a state is saved only
+after its own loss and gradient norm were seen to be finite.
 """
 
 from __future__ import annotations
@@ -206,6 +210,7 @@ def setup_train_loop(
 class _Pending:
     step: int
     metrics: dict[str, jax.Array]
+    done: float | None = None  # when it was seen finished on the device
 
 
 class _Loop:
@@ -224,6 +229,7 @@ class _Loop:
         stop_event: threading.Event,
         exporter: Callable[[Any], str] | None = None,
         mfu: MfuMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.run_config = run
         self.training = run.spec.training
@@ -247,8 +253,9 @@ class _Loop:
         self.restored_from: int | None = None  # the checkpoint step this attempt resumed from
         self.tokens_seen = 0
         self.prior_wall = 0.0  # wall time of earlier attempts
-        self._t0 = time.monotonic()
-        self._last_fetch = self._t0
+        self._clock = clock
+        self._t0 = clock()
+        self._last_fetch = self._t0  # when the previous step finished (less evaluation time)
         self._ema_step_time: float | None = None
         self.evaluation: EvalTracker | None = None  # spec.evaluation (set by setup_train_loop)
 
@@ -278,6 +285,8 @@ class _Loop:
                 device_batch = put_batch(
                     next(self.data), self.mesh, self.training.grad_accum_steps, host_rows=True
                 )
+                if pending is not None:
+                    self._completed(pending)  # the end of its time, before the next dispatch
                 state, metrics = self.step_fn(state, device_batch)
                 step += 1
                 if pending is not None:
@@ -299,6 +308,8 @@ class _Loop:
             if self.checkpointer.latest_saved != step:
                 self._save(step, state)
             self.checkpointer.wait()
+            if self._last_report is not None:  # the final progress names the final checkpoint
+                self._report(self._last_report, force=True, notify=False)
             best = self.evaluation.best_state(state, self._join) if self._keep_best() else None
             if best is not None:
                 self._export(step, best)
@@ -323,11 +334,17 @@ class _Loop:
         return summary
 
     # -- steps ---------------------------------------------------------------------------------
+    def _completed(self, pending: _Pending) -> float:
+        """Wait for a step to finish on the device and note when (its metrics stay there)."""
+        jax.block_until_ready(pending.metrics)
+        pending.done = self._clock()
+        return pending.done
+
     def _finish(self, pending: _Pending) -> None:
-        """Fetch a step's metrics (the host's only sync), check them, log them."""
+        """Fetch a step's metrics, check them, log them."""
+        done = self._completed(pending) if pending.done is None else pending.done
         values = {name: float(value) for name, value in jax.device_get(pending.metrics).items()}
-        now = time.monotonic()
-        step_time, self._last_fetch = now - self._last_fetch, now
+        step_time, self._last_fetch = done - self._last_fetch, done
         tokens = round(values["tokens"])
         self.tokens_seen += tokens
         includes_compile = pending.step == self.start_step + 1  # the attempt's first step
@@ -433,7 +450,7 @@ class _Loop:
         return self._stop_agreement(step, self.stop_event.is_set())  # the same step on every process
 
     def _wall(self) -> float:
-        return self.prior_wall + (time.monotonic() - self._t0)
+        return self.prior_wall + (self._clock() - self._t0)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
