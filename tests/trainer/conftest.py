@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,3 +93,13 @@ def write_config(tmp_path: Path, run_resource: Callable[..., dict[str, Any]]) ->
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stop_at(step: int, event: threading.Event) -> Callable[[dict], None]:
+    """An ``on_progress`` callback that sets ``event`` (a SIGTERM stand-in) when ``step`` is reported."""
+
+    def on_progress(record: dict) -> None:
+        if record["step"] == step:
+            event.set()
+
+    return on_progress

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, write_dataset
+from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, stop_at, write_dataset
 from tunix_api.exit_codes import ExitCode
 from tunix_trainer import loop as loop_module
 from tunix_trainer.checkpoint import COMMIT_MARKER, Checkpointer, is_remote, local_path, parse_resume
@@ -234,14 +234,6 @@ def reference(tmp_path_factory):
     return config, _losses(art), art
 
 
-def _stop_at(step: int, event: threading.Event):
-    def on_progress(record: dict) -> None:
-        if record["step"] == step:
-            event.set()
-
-    return on_progress
-
-
 def test_preempted_run_resumes_to_identical_losses(reference, tmp_path):
     config, expected, _ = reference
     art, ckpt = tmp_path / "art", tmp_path / "art" / "ckpt"
@@ -255,7 +247,7 @@ def test_preempted_run_resumes_to_identical_losses(reference, tmp_path):
             artifacts_uri=str(art),
             checkpoint_uri=str(ckpt),
             stop_event=stop,
-            on_progress=_stop_at(5, stop),
+            on_progress=stop_at(5, stop),
         )
     assert info.value.step == 6 and info.value.exit_code == ExitCode.PREEMPTED
     assert sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) == [4, 6]
@@ -324,7 +316,7 @@ def test_checkpoints_and_metrics_on_s3(write_config, s3_bucket):
     art, ckpt = f"{s3_bucket}/runs/unit", f"{s3_bucket}/runs/unit/checkpoints"
     stop = threading.Event()
     with pytest.raises(PreemptedError):
-        train(run, artifacts_uri=art, checkpoint_uri=ckpt, stop_event=stop, on_progress=_stop_at(2, stop))
+        train(run, artifacts_uri=art, checkpoint_uri=ckpt, stop_event=stop, on_progress=stop_at(2, stop))
     summary = train(run, artifacts_uri=art, checkpoint_uri=ckpt)
     fs, _ = fsspec.core.url_to_fs(art)
     records = [json.loads(line) for line in fs.cat_file(f"{art}/metrics.jsonl").decode().splitlines()]

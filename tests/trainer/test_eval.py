@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, write_dataset
+from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, stop_at, write_dataset
 from tunix_api.training import DatasetSpec, ModelSpec, TrainingSpec
 from tunix_trainer.config import load_run
 from tunix_trainer.data_eval import EvalBatches
@@ -115,18 +115,13 @@ def test_a_preempted_run_resumes_with_every_evaluation_exactly_once_and_identica
     art = tmp_path / "art"
     run = load_run(config)
     stop = threading.Event()
-
-    def on_progress(record: dict) -> None:
-        if record["step"] == 5:
-            stop.set()
-
     with pytest.raises(PreemptedError) as info:
         train(
             run,
             artifacts_uri=str(art),
             checkpoint_uri=str(art / "ckpt"),
             stop_event=stop,
-            on_progress=on_progress,
+            on_progress=stop_at(5, stop),
         )
     assert info.value.step == 6
     steps, evals = _split(art)

@@ -19,7 +19,7 @@ import yaml
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from tests.trainer.conftest import read_jsonl, write_dataset
+from tests.trainer.conftest import read_jsonl, stop_at, write_dataset
 from tests.trainer.test_pretrained import FIXTURE, reference_logits
 from tunix_api.training import LoraSpec, TrainingSpec
 from tunix_trainer.config import load_run
@@ -160,18 +160,13 @@ def test_a_preempted_lora_run_resumes_to_identical_losses(lora_run, tmp_path):
     art = tmp_path / "art"
     run = load_run(config)
     stop = threading.Event()
-
-    def on_progress(record: dict) -> None:
-        if record["step"] == 5:
-            stop.set()
-
     with pytest.raises(PreemptedError) as info:
         train(
             run,
             artifacts_uri=str(art),
             checkpoint_uri=str(art / "ckpt"),
             stop_event=stop,
-            on_progress=on_progress,
+            on_progress=stop_at(5, stop),
         )
     assert info.value.step == 6
     train(run, artifacts_uri=str(art), checkpoint_uri=str(art / "ckpt"))
