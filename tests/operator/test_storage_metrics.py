@@ -39,16 +39,23 @@ def s3_endpoint():
     server.stop()
 
 
-def test_s3_reader_uses_endpoint_and_secret_credentials(s3_endpoint: str) -> None:
-    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+def art_bucket(endpoint: str) -> Any:
+    """A boto3 client of the moto server at ``endpoint`` (explicit test credentials, no environment),
+    with the bucket ``art`` created."""
     s3 = boto3.client(
         "s3",
-        endpoint_url=s3_endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
     s3.create_bucket(Bucket="art")
+    return s3
+
+
+def test_s3_reader_uses_endpoint_and_secret_credentials(s3_endpoint: str) -> None:
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    s3 = art_bucket(s3_endpoint)
     s3.put_object(Bucket="art", Key="ns/r1/progress.json", Body=json.dumps({"step": 7, "totalSteps": 9}))
     spec = StorageSpec(endpoint_url=s3_endpoint, region="us-east-1")
     reader = ArtifactReader("s3://art/ns/r1", spec, creds)
@@ -111,14 +118,7 @@ def test_an_unchanged_file_is_not_read_again(tmp_path: pathlib.Path) -> None:
 
 
 def test_s3_reads_are_conditional_gets(s3_endpoint: str) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket="art")
+    s3 = art_bucket(s3_endpoint)
     s3.put_object(Bucket="art", Key="ns/r1/progress.json", Body=json.dumps({"step": 7}))
     seen: list[str] = []
     reads = JsonReads(observer=seen.append)
