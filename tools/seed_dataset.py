@@ -9,21 +9,28 @@ stories with consistent arithmetic, so even a small byte-level model's loss fall
 ``--kind chat`` writes instruction pairs for a chat template (``"12 + 7 = ?"`` -> ``"12 + 7 = 19."``).
 ``--shards N`` writes N files (``x-00000-of-0000N.jsonl``...) whose concatenation is the one-file
 dataset; an output ending in ``.gz`` (or ``.zst``, with the zstandard package) is compressed,
-deterministically. Records are streamed, so any size fits in flat memory.
+deterministically. An output ending in ``.array_record`` (with the array_record package) is an
+ArrayRecord file holding each JSONL line, without its newline, as one record, one record a chunk
+(``group_size:1``: what random access wants), also byte-identical run to run.
+Records are streamed, so any size fits in flat memory.
 The manifest (``<output>.manifest.json`` by default) records kind, count, seed, generator,
 sha256 (hex), bytes and records, and per shard its file, sha256, bytes and records. Needs only the
-standard library and fsspec.
+standard library and fsspec (and zstandard, array_record for those outputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
+import os
 import posixpath
 import random
+import shutil
 import sys
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -31,6 +38,8 @@ from typing import Any, BinaryIO
 import fsspec
 
 GENERATOR = "tunix-rt/seed_dataset v1"
+# One record a chunk (random access decompresses only its record); one thread, so the bytes are fixed.
+ARRAY_RECORD_OPTIONS = "group_size:1,max_parallelism:1"
 KINDS = ("text", "prompt-completion", "chat")
 
 SOUNDS = {
@@ -207,9 +216,46 @@ class _Compressed:
             self._store(self._compress.flush())
 
 
+class _ArrayRecord:
+    """An ArrayRecord shard being written: each JSONL line, without its newline, is one record.
+
+    The writer needs a local file: a remote ``name`` is written to a temporary file and uploaded
+    on ``close``, which also hashes the bytes stored."""
+
+    def __init__(self, fs: Any, path: str):
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        self.fs, self.path = fs, path
+        self.local = _is_local(fs)
+        self._tmp = None if self.local else tempfile.mkdtemp(prefix="seed-array-record-")
+        self.file = path if self.local else os.path.join(self._tmp, "shard.array_record")
+        self._writer = ArrayRecordWriter(self.file, ARRAY_RECORD_OPTIONS)
+        self.digest = hashlib.sha256()
+        self.stored = 0
+
+    def write(self, line: bytes) -> None:
+        self._writer.write(line[:-1])
+
+    def close(self) -> None:
+        self._writer.close()
+        with open(self.file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                self.digest.update(chunk)
+                self.stored += len(chunk)
+        if self._tmp is not None:
+            try:
+                self.fs.put_file(self.file, self.path)
+            finally:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _is_local(fs: Any) -> bool:
+    return "file" in fs.protocol or "local" in fs.protocol
+
+
 def _write(uri: str, data: bytes) -> None:
     fs, path = fsspec.core.url_to_fs(uri)
-    if "file" in fs.protocol or "local" in fs.protocol:
+    if _is_local(fs):
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as f:
         f.write(data)
@@ -219,7 +265,8 @@ def seed_dataset(
     kind: str, count: int, seed: int, output: str, manifest: str | None = None, shards: int = 1
 ) -> dict[str, Any]:
     """Write the dataset to ``output`` (``shards`` files: ``shard_names``; compressed when the name
-    ends in .gz or .zst) and its manifest beside ``output``; return the manifest.
+    ends in .gz or .zst, ArrayRecord when it ends in .array_record) and its manifest beside
+    ``output``; return the manifest.
 
     Records are streamed to disk (memory stays flat at any count). Shard ``i`` holds the records
     ``i * count // shards`` up to the next shard's first, so the shards read in name order are the
@@ -235,10 +282,13 @@ def seed_dataset(
     for index, name in enumerate(names):
         records = (index + 1) * count // shards - index * count // shards
         fs, path = fsspec.core.url_to_fs(name)
-        if "file" in fs.protocol or "local" in fs.protocol:
+        if _is_local(fs):
             fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(path, "wb") as raw:
-            out = _Compressed(raw, name)
+        with contextlib.ExitStack() as stack:
+            if name.endswith(".array_record"):
+                out: _ArrayRecord | _Compressed = _ArrayRecord(fs, path)
+            else:
+                out = _Compressed(stack.enter_context(fs.open(path, "wb")), name)
             for line in itertools.islice(lines, records):
                 out.write(line)
                 whole.update(line)
@@ -273,7 +323,7 @@ def build_parser(**defaults: Any) -> argparse.ArgumentParser:
         "--output",
         default=defaults.get("output"),
         required="output" not in defaults,
-        help="Where to write the JSONL (path or fsspec URI).",
+        help="Where to write the JSONL (path or fsspec URI; .gz, .zst or .array_record for those).",
     )
     parser.add_argument("--manifest", default=None, help="Manifest URI (default: <output>.manifest.json).")
     parser.add_argument(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+import uuid
 
+import fsspec
 import pytest
 
 from tools.seed_dataset import generate, main, seed_dataset, shard_names
@@ -65,3 +68,40 @@ def test_cli_rejects_bad_shard_counts(tmp_path, capsys):
     assert main(["--count", "3", "--seed", "1", "--output", out, "--shards", "0"]) == 2
     assert "--shards must be between 1 and --count" in capsys.readouterr().err
     assert main(["--count", "3", "--seed", "1", "--output", out, "--shards", "3"]) == 0
+
+
+def test_array_record_output_is_deterministic_and_holds_the_jsonl_lines(tmp_path):
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    a = seed_dataset("text", 50, 4, str(tmp_path / "a" / "x.array_record"), shards=3)
+    b = seed_dataset("text", 50, 4, str(tmp_path / "b" / "x.array_record"), shards=3)
+    assert a == b and [s["records"] for s in a["shards"]] == [16, 17, 17]
+    files = [tmp_path / "a" / s["file"] for s in a["shards"]]
+    assert [f.name for f in files] == [f"x-0000{i}-of-00003.array_record" for i in range(3)]
+    for shard, f in zip(a["shards"], files, strict=True):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes()
+        assert shard["bytes"] == f.stat().st_size
+        assert shard["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+        reader = ArrayRecordReader(str(f))
+        assert "group_size:1," in reader.writer_options_string()
+        reader.close()
+    records = [line for f in files for line in ArrayRecordReader(str(f)).read_all()]
+    assert records == generate("text", 50, 4).splitlines()  # each JSONL line, without its newline
+    assert a["sha256"] == hashlib.sha256(generate("text", 50, 4)).hexdigest()
+    seed_dataset("text", 50, 4, str(tmp_path / "x.jsonl"))
+    jsonl = RecordSource(str(tmp_path / "x.jsonl"))
+    source = RecordSource(str(tmp_path / "a"))
+    assert [source[i] for i in range(50)] == [jsonl[i] for i in range(50)]
+
+
+def test_array_record_output_on_an_object_store(tmp_path):
+    root = f"seed-{uuid.uuid4().hex}"
+    try:
+        remote = seed_dataset("chat", 20, 1, f"memory://{root}/x.array_record")
+        local = seed_dataset("chat", 20, 1, str(tmp_path / "x.array_record"))
+        assert remote == local
+        stored = fsspec.filesystem("memory").cat(f"/{root}/x.array_record")
+        assert stored == (tmp_path / "x.array_record").read_bytes()
+        assert RecordSource(f"memory://{root}/x.array_record").checksum == "sha256:" + local["sha256"]
+    finally:
+        fsspec.filesystem("memory").rm(f"/{root}", recursive=True)

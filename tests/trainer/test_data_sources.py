@@ -249,3 +249,148 @@ def test_an_unwritable_cache_keeps_the_offsets_in_memory(tmp_path, monkeypatch):
     source = RecordSource(str(tmp_path / "d.jsonl"))
     assert source.shards[0].index_file is None and len(source.shards[0].starts) == 10
     assert texts(pickle.loads(pickle.dumps(source))) == [r["text"] for r in RECORDS]
+
+
+# --- ArrayRecord --------------------------------------------------------------------------------------
+
+
+def write_array_record(path: Path, records: list, options: str = "group_size:1") -> Path:
+    """An ArrayRecord file of ``records``: dicts as UTF-8 JSON, bytes as they are."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    writer = ArrayRecordWriter(str(path), options)
+    for record in records:
+        writer.write(record if isinstance(record, bytes) else json.dumps(record).encode())
+    writer.close()
+    return path
+
+
+def test_array_record_shards_read_in_name_order_beside_jsonl(tmp_path, cache, monkeypatch):
+    from tunix_trainer import data_array_record
+    from tunix_trainer.data import dataset_checksum
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_array_record(shards / "a.array_record", RECORDS[:4])
+    (shards / "b.jsonl").write_text(jsonl(RECORDS[4:6]))
+    # TFDS names its shards x.array_record-00000-of-00002
+    write_array_record(shards / "c.array_record-00000-of-00002", RECORDS[6:9])
+    write_array_record(shards / "c.array_record-00001-of-00002", RECORDS[9:])
+    source = RecordSource(str(shards))
+    assert texts(source) == [r["text"] for r in RECORDS]
+    assert [s.kind for s in source.shards] == ["array_record", "jsonl", "array_record", "array_record"]
+    assert [s.num_records for s in source.shards] == [4, 2, 3, 1]
+    copy = pickle.loads(pickle.dumps(source))  # as a worker process gets it: readers are per process
+    assert copy[2] == ("", "doc 2") and copy[7] == ("", "doc 7")
+    copy.close()
+    source.close()
+    one = RecordSource(str(shards / "*.array_record"))
+    assert texts(one) == ["doc 0", "doc 1", "doc 2", "doc 3"]
+    assert one.checksum == dataset_checksum(str(shards / "a.array_record"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the shard was counted again")
+
+    monkeypatch.setattr(data_array_record, "count_records", fail)  # the count is cached
+    assert texts(RecordSource(str(shards / "a.array_record"))) == texts(one)
+
+
+def test_array_record_prompt_completion(tmp_path):
+    path = write_array_record(tmp_path / "pc.array_record", [{"prompt": "q", "completion": "a"}] * 3)
+    source = RecordSource(str(path))
+    assert source.format == DatasetFormat.PROMPT_COMPLETION and source[2] == ("q", "a")
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([{"text": "a"}, [1, 2]], r"bad\.array_record:record 2: expected a JSON object, got list"),
+        ([{"text": "a"}, b'{"text": '], r"bad\.array_record:record 2: invalid JSON \(Expecting value"),
+        ([{"text": "a"}, b"\xff"], r"bad\.array_record:record 2: not UTF-8 text"),
+        ([{"text": "a"}, {"prompt": "q"}], r"bad\.array_record:record 2: missing 'text'"),
+        ([{"text": "a"}, {"text": 3}], r"bad\.array_record:record 2: field 'text' must be a string"),
+    ],
+)
+def test_a_bad_array_record_record_is_named_by_shard_and_record(tmp_path, records, message):
+    source = RecordSource(str(write_array_record(tmp_path / "bad.array_record", records)))
+    assert source[0] == ("", "a")
+    with pytest.raises(DataError, match=message):
+        source[1]
+
+
+def test_corrupt_truncated_and_empty_array_record_shards(tmp_path):
+    good = write_array_record(tmp_path / "good.array_record", [{"text": f"record {i:03d}"} for i in range(5)])
+    data = good.read_bytes()
+    (tmp_path / "truncated.array_record").write_bytes(data[: len(data) - 100])
+    with pytest.raises(DataError, match=r"truncated\.array_record: not a valid ArrayRecord file \(.+\)"):
+        RecordSource(str(tmp_path / "truncated.array_record"))
+    (tmp_path / "junk.array_record").write_text(jsonl(RECORDS))
+    with pytest.raises(DataError, match=r"junk\.array_record: not a valid ArrayRecord file \(.+\)"):
+        RecordSource(str(tmp_path / "junk.array_record"))
+    write_array_record(tmp_path / "empty.array_record", [])
+    with pytest.raises(DataError, match=r"empty\.array_record: the dataset shard has no records"):
+        RecordSource(str(tmp_path / "empty.array_record"))
+    # a damaged record of a complete file: stored uncompressed so its bytes can be found and hit
+    plain = write_array_record(
+        tmp_path / "damaged.array_record",
+        [{"text": f"record {i:03d}"} for i in range(5)],
+        "group_size:1,uncompressed",
+    )
+    damaged = bytearray(plain.read_bytes())
+    damaged[damaged.index(b"record 002")] ^= 1
+    plain.write_bytes(bytes(damaged))
+    source = RecordSource(str(plain))
+    assert source[1] == ("", "record 001") and source[3] == ("", "record 003")
+    with pytest.raises(DataError, match=r"damaged\.array_record:record 3: cannot read the record \(.*hash"):
+        source[2]
+    source.close()
+
+
+def test_an_array_record_shard_that_disappears_or_changes_while_training(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_array_record(shards / "a.array_record", RECORDS[:5])
+    write_array_record(shards / "b.array_record", RECORDS[5:])
+    source = RecordSource(str(shards))
+    assert source[0] == ("", "doc 0")  # a.array_record is open now
+    os.unlink(shards / "b.array_record")
+    with pytest.raises(DataError, match=r"b\.array_record: the dataset shard disappeared while training"):
+        source[7]
+    write_array_record(shards / "b.array_record", RECORDS[5:7])  # back, but not the file indexed
+    assert (shards / "b.array_record").stat().st_size == source.shards[1].size  # 64 KiB blocks
+    with pytest.raises(DataError, match=r"b\.array_record: the dataset shard changed since it was indexed"):
+        pickle.loads(pickle.dumps(source))[7]
+    write_array_record(shards / "b.array_record", [{"text": os.urandom(40_000).hex()}])  # a larger file
+    with pytest.raises(DataError, match=r"b\.array_record: the dataset shard changed since it was indexed"):
+        pickle.loads(pickle.dumps(source))[7]
+
+
+def test_a_remote_array_record_shard_is_read_from_its_copy_in_the_cache(tmp_path, cache):
+    local = write_array_record(tmp_path / "d.array_record", RECORDS)
+    root = f"tunix-src-{uuid.uuid4().hex}"
+    fsspec.filesystem("memory").pipe(f"/{root}/d.array_record", local.read_bytes())
+    try:
+        source = RecordSource(f"memory://{root}")
+        assert texts(source) == [r["text"] for r in RECORDS]
+        assert source.checksum == RecordSource(str(local)).checksum
+        copy = Path(source.shards[0].read_uri)
+        assert copy.parent == cache and copy.read_bytes() == local.read_bytes()
+        assert not list(cache.glob(".tmp-*"))
+        copy.unlink()  # the copy is the file read
+        gone = rf"memory:///?{root}/d\.array_record: its copy .*{copy.name} disappeared while training"
+        with pytest.raises(DataError, match=gone):
+            pickle.loads(pickle.dumps(source))[0]
+        assert texts(RecordSource(f"memory://{root}")) == texts(source)  # copied again
+    finally:
+        fsspec.filesystem("memory").rm(f"/{root}", recursive=True)
+
+
+def test_an_array_record_with_large_groups_is_read_and_logged_once(tmp_path, caplog):
+    path = write_array_record(tmp_path / "g.array_record", RECORDS, "group_size:4")
+    with caplog.at_level("WARNING", logger="tunix_trainer.data_array_record"):
+        source = RecordSource(str(path))
+        assert texts(source) == [r["text"] for r in RECORDS]
+        source.close()
+        assert texts(RecordSource(str(path))) == [r["text"] for r in RECORDS]
+    warnings = [r.getMessage() for r in caplog.records if "group_size:4" in r.getMessage()]
+    assert len(warnings) == 1 and "g.array_record" in warnings[0]

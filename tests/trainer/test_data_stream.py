@@ -269,3 +269,33 @@ def test_iterators_in_one_process_keep_their_own_data(tmp_path):
         together[1].append(next(b))
     for mine, solo in zip(together, alone, strict=True):
         np.testing.assert_array_equal(stack(mine), stack(solo))
+
+
+def test_array_record_dataset_streams_and_resumes_exactly_as_jsonl(tmp_path):
+    """An ArrayRecord source is another reader under the same lanes, shuffle and state: the batches
+    of its JSONL twin, and a resume from a saved state continues them exactly."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    one = write_numbered(tmp_path / "one.jsonl", 37)
+    (tmp_path / "ar").mkdir()
+    lines = Path(one).read_bytes().splitlines()
+    for i, (a, b) in enumerate([(0, 20), (20, 37)]):
+        writer = ArrayRecordWriter(str(tmp_path / "ar" / f"part-{i}.array_record"), "group_size:1")
+        for line in lines[a:b]:
+            writer.write(line)
+        writer.close()
+    uri = str(tmp_path / "ar")
+    reference = take(iterator(one, batch_size=4, seed=3), 14)
+    first = iterator(uri, batch_size=4, seed=3)
+    got = take(first, 6)
+    state = json.loads(json.dumps(first.state()))
+    got += take(first, 8)
+    np.testing.assert_array_equal(stack(got), stack(reference))
+    resumed = iterator(uri, batch_size=4, seed=3, workers=1)
+    resumed.restore(state)
+    try:
+        np.testing.assert_array_equal(stack(take(resumed, 8)), stack(reference[6:]))
+    finally:
+        resumed.close()
+    with pytest.raises(DataError, match=r"saved for another dataset or shape \(dataset 'sha256:"):
+        iterator(one, batch_size=4, seed=3).restore(state)  # the JSONL twin is another dataset

@@ -1,8 +1,9 @@
 """Random access to the records of a dataset of any size: one file, a directory or a glob of shards.
 
 A shard is JSONL (``.jsonl``, or any other name given as one file), compressed JSONL
-(``.jsonl.gz``, ``.jsonl.zst``) or Parquet (``.parquet``: a ``text`` column, or ``prompt`` and
-``completion`` columns), on any fsspec filesystem (local, file://, s3://, gs://, memory://).
+(``.jsonl.gz``, ``.jsonl.zst``), Parquet (``.parquet``: a ``text`` column, or ``prompt`` and
+``completion`` columns) or ArrayRecord (``.array_record``: a UTF-8 JSON object a record, read by
+``data_array_record``), on any fsspec filesystem (local, file://, s3://, gs://, memory://).
 
 JSONL is read through a line index: the byte offset of every non-blank line, found in one pass
 over the shard (which also hashes it) and cached in a local directory keyed by the shard's URI,
@@ -10,7 +11,8 @@ size and modification stamp (``TUNIX_DATA_CACHE``, default ``~/.cache/tunix-rt/d
 at the checkpoint volume to keep it across pod restarts). Record ``i`` is then one ranged read.
 A compressed shard cannot be read at an offset, so it is decompressed once into that cache and
 indexed there. Parquet needs no index (its row groups are counted in the footer); a record read
-loads its row group (the last two are kept).
+loads its row group (the last two are kept). ArrayRecord needs none either (its footer has the
+record count); its reader opens local files only, so a remote shard is copied once into the cache.
 
 ``RecordSource`` is what Grain calls a random-access data source (``__len__``, ``__getitem__``)
 and pickles into worker processes: open files are per process and never pickled. A shard that
@@ -28,13 +30,14 @@ import json
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from tunix_api.training import DatasetFormat
+from tunix_trainer import data_array_record as array_record
 from tunix_trainer.artifact_io import is_local, open_fs, resolve_uri
 from tunix_trainer.data_records import (
     LINE_BREAK,
@@ -48,7 +51,9 @@ from tunix_trainer.data_records import (
 JSONL_SUFFIXES = (".jsonl", ".ndjson")  # a directory's shards (not .json: manifests are JSON)
 COMPRESSED_SUFFIXES = (".jsonl.gz", ".jsonl.zst", ".ndjson.gz", ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
-SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES
+ARRAY_RECORD_SUFFIXES = (".array_record",)  # and TFDS's .array_record-00000-of-00004
+SHARD_SUFFIXES = JSONL_SUFFIXES + COMPRESSED_SUFFIXES + PARQUET_SUFFIXES + ARRAY_RECORD_SUFFIXES
+LINE_KINDS = ("jsonl", "gz", "zst")  # read through a line index
 INDEX_VERSION = 2
 _CHUNK = 1 << 20  # bytes scanned at a time: the line scan needs ~10x that
 _BOM = b"\xef\xbb\xbf"
@@ -72,7 +77,9 @@ def list_shards(uri: str, storage_options: dict[str, Any] | None = None) -> list
         if any(ch in path for ch in "*?["):
             paths = sorted(p for p in fs.glob(path) if fs.isfile(p))
         elif fs.isdir(path):
-            paths = sorted(p for p in fs.find(path) if p.endswith(SHARD_SUFFIXES))
+            paths = sorted(
+                p for p in fs.find(path) if p.endswith(SHARD_SUFFIXES) or array_record.is_array_record(p)
+            )
         elif fs.isfile(path):
             paths = [path]
         else:
@@ -85,10 +92,12 @@ def list_shards(uri: str, storage_options: dict[str, Any] | None = None) -> list
 
 
 def shard_kind(uri: str) -> str:
-    """``parquet``, ``gz``, ``zst`` or ``jsonl`` (any other name is read as JSONL)."""
+    """``parquet``, ``array_record``, ``gz``, ``zst`` or ``jsonl`` (any other name is read as JSONL)."""
     name = uri.lower()
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
+    if array_record.is_array_record(name):
+        return "array_record"
     for suffix in ("gz", "zst"):
         if name.endswith("." + suffix):
             if not name.endswith(COMPRESSED_SUFFIXES):
@@ -172,8 +181,8 @@ class ShardInfo:
     """One shard as indexed: where its records are read from and what it held."""
 
     uri: str  # the shard as named by the dataset
-    kind: str  # jsonl | gz | zst | parquet
-    read_uri: str  # what is read: the shard, or its decompressed copy in the cache
+    kind: str  # jsonl | gz | zst | parquet | array_record
+    read_uri: str  # what is read: the shard, or its (decompressed) copy in the cache
     size: int  # bytes of read_uri when indexed
     sha256: str  # hex digest of the shard's own bytes (compressed, for a compressed shard)
     num_records: int
@@ -230,13 +239,19 @@ def index_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Shar
     key = _cache_key(uri, size, stamp)
     directory = cache_dir()
     index_path = os.path.join(directory, key + ".index")
-    data_path = os.path.join(directory, key + ".jsonl") if kind in ("gz", "zst") else None
+    data_path = None
+    if kind in ("gz", "zst"):
+        data_path = os.path.join(directory, key + ".jsonl")
+    elif kind == "array_record" and not is_local(open_fs(uri, storage_options)[0]):
+        data_path = os.path.join(directory, key + ".array_record")
     cached = _load_index(index_path, uri, kind, data_path)
     if cached is not None:
         return cached
     try:
         if kind == "parquet":
             info = _index_parquet(uri, storage_options, size)
+        elif kind == "array_record":
+            info = _index_array_record(uri, storage_options, size, data_path)
         elif data_path is not None:
             info = _index_compressed(uri, kind, storage_options, data_path)
         else:
@@ -249,42 +264,71 @@ def index_shard(uri: str, storage_options: dict[str, Any] | None = None) -> Shar
     except (OSError, ValueError, EOFError) as exc:
         raise DataError(f"{uri}: cannot read dataset shard: {exc}") from exc
     return _save_index(index_path, info)
-    return info
+
+
+@contextlib.contextmanager
+def _cache_file(uri: str, data_path: str, verb: str) -> Iterator[tuple[BinaryIO, str]]:
+    """(a new file of the data cache, its temporary path): in place at ``data_path`` once the block
+    succeeds, removed if it fails."""
+    try:
+        os.makedirs(os.path.dirname(data_path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(data_path), prefix=".tmp-", suffix=".part")
+    except OSError as exc:
+        raise DataError(
+            f"{uri}: cannot {verb} into the data cache {os.path.dirname(data_path)} ({exc}); "
+            "set TUNIX_DATA_CACHE to a writable directory"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out, tmp
+        os.replace(tmp, data_path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _index_compressed(
     uri: str, kind: str, storage_options: dict[str, Any] | None, data_path: str
 ) -> ShardInfo:
     """Decompress ``uri`` into ``data_path`` (the cache) and index the decompressed lines."""
-    try:
-        os.makedirs(os.path.dirname(data_path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(data_path), prefix=".tmp-", suffix=".part")
-    except OSError as exc:
-        raise DataError(
-            f"{uri}: cannot decompress into the data cache {os.path.dirname(data_path)} ({exc}); "
-            "set TUNIX_DATA_CACHE to a writable directory"
-        ) from exc
     digest = hashlib.sha256()
     fs, path = open_fs(uri, storage_options)
-    try:
-        with fs.open(path, "rb") as f, os.fdopen(fd, "wb") as out:
+    with _cache_file(uri, data_path, "decompress") as (out, _), fs.open(path, "rb") as f:
 
-            def copied() -> Iterable[bytes]:
-                for chunk in _decompressed_chunks(kind, f, digest):
-                    out.write(chunk)
-                    yield chunk
+        def copied() -> Iterable[bytes]:
+            for chunk in _decompressed_chunks(kind, f, digest):
+                out.write(chunk)
+                yield chunk
 
-            try:
-                starts, total, _ = line_starts(copied())
-            except (OSError, EOFError, ValueError) as exc:
-                raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
-            except Exception as exc:  # zstandard.ZstdError
-                raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
-        os.replace(tmp, data_path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        try:
+            starts, total, _ = line_starts(copied())
+        except (OSError, EOFError, ValueError) as exc:
+            raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
+        except Exception as exc:  # zstandard.ZstdError
+            raise DataError(f"{uri}: not a valid .{kind} file ({exc})") from exc
     return ShardInfo(uri, kind, data_path, total, digest.hexdigest(), len(starts), starts)
+
+
+def _index_array_record(
+    uri: str, storage_options: dict[str, Any] | None, size: int, data_path: str | None
+) -> ShardInfo:
+    """Hash the shard and count its records (from its footer); a remote shard is copied into
+    ``data_path`` (the cache) on the way, since the reader opens local files only."""
+    digest = hashlib.sha256()
+    fs, path = open_fs(uri, storage_options)
+    if data_path is None:
+        with fs.open(path, "rb") as f:
+            for chunk in _chunks(f):
+                digest.update(chunk)
+        count = array_record.count_records(path, uri)
+        return ShardInfo(uri, "array_record", uri, size, digest.hexdigest(), count, None)
+    with _cache_file(uri, data_path, "copy") as (out, tmp), fs.open(path, "rb") as f:
+        for chunk in _chunks(f):
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        count = array_record.count_records(tmp, uri)
+    return ShardInfo(uri, "array_record", data_path, size, digest.hexdigest(), count, None)
 
 
 def _index_parquet(uri: str, storage_options: dict[str, Any] | None, size: int) -> ShardInfo:
@@ -312,7 +356,7 @@ def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> 
     try:
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
-        if kind != "parquet":
+        if kind in LINE_KINDS:
             header = np.load(starts_path, mmap_mode="r")  # the header only: no offset is read
             if header.dtype != np.uint64 or header.shape != (meta["num_records"],):
                 return None
@@ -328,7 +372,7 @@ def _load_index(index_path: str, uri: str, kind: str, data_path: str | None) -> 
         meta["num_records"],
         None,
         tuple(meta["row_groups"]),
-        starts_path if kind != "parquet" else None,
+        starts_path if kind in LINE_KINDS else None,
     )
 
 
@@ -366,9 +410,10 @@ def _save_index(index_path: str, info: ShardInfo) -> ShardInfo:
 class RecordSource:
     """The records of a dataset in order: shards sorted by name, lines in file order.
 
-    ``source[i]`` is record ``i`` as ``(prompt, completion)``; errors name ``shard:line`` (JSONL)
-    or ``shard:row`` (Parquet). ``checksum`` identifies the content: the sha256 of the file for a
-    one-file dataset (as ``data.dataset_checksum``), else of the shards' names and digests.
+    ``source[i]`` is record ``i`` as ``(prompt, completion)``; errors name ``shard:line`` (JSONL),
+    ``shard:row N`` (Parquet) or ``shard:record N`` (ArrayRecord), counted from 1. ``checksum``
+    identifies the content: the sha256 of the file for a one-file dataset (as
+    ``data.dataset_checksum``), else of the shards' names and digests.
     """
 
     def __init__(
@@ -420,7 +465,7 @@ class RecordSource:
 
     def close(self) -> None:
         for handle in self._handles.values():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a failed ArrayRecord reader
                 handle.close() if hasattr(handle, "close") else os.close(handle)
         for fd, _ in self._index.values():
             with contextlib.suppress(OSError):
@@ -442,6 +487,8 @@ class RecordSource:
         shard = self.shards[shard_index]
         if shard.kind == "parquet":
             return self._parquet_row(shard_index, local)
+        if shard.kind == "array_record":
+            return array_record.read_record(self._handle(shard_index), shard.uri, local)
         start, end = self._span(shard_index, local)
         data = self._read(shard_index, start, end - start)
         try:
@@ -478,12 +525,17 @@ class RecordSource:
         """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
         return _LazyWhere(shard, offset, self._options)  # type: ignore[return-value]
 
+    def _handle(self, shard_index: int) -> Any:
+        """The shard's open file (this process's): a descriptor, an fsspec file or a reader."""
+        handle = self._handles.get(shard_index)
+        if handle is None:
+            handle = self._handles[shard_index] = self._open(self.shards[shard_index])
+        return handle
+
     def _read(self, shard_index: int, offset: int, length: int) -> bytes:
         shard = self.shards[shard_index]
         try:
-            handle = self._handles.get(shard_index)
-            if handle is None:
-                handle = self._handles[shard_index] = self._open(shard)
+            handle = self._handle(shard_index)
             if isinstance(handle, int):
                 data = os.pread(handle, length, offset)
             else:
@@ -502,6 +554,18 @@ class RecordSource:
 
     def _open(self, shard: ShardInfo) -> Any:
         fs, path = open_fs(shard.read_uri, None if shard.read_uri != shard.uri else self._options)
+        if shard.kind == "array_record":  # a local file (a remote shard is read from its copy)
+            try:
+                size = os.path.getsize(path)
+            except FileNotFoundError:
+                what = "the dataset shard" if shard.read_uri == shard.uri else f"its copy {path}"
+                raise DataError(f"{shard.uri}: {what} disappeared while training") from None
+            reader = array_record.open_reader(path, shard.uri) if size == shard.size else None
+            if reader is None or reader.num_records() != shard.num_records:
+                raise DataError(
+                    f"{shard.uri}: the dataset shard changed since it was indexed; restart the run"
+                )
+            return reader
         if is_local(fs):
             fd = os.open(path, os.O_RDONLY)
             if os.fstat(fd).st_size != shard.size:
