@@ -1,11 +1,15 @@
-"""A step's recorded time is the interval between two completions on the device, the last step's too.
+"""A step's recorded time is the interval between two completions on the device, the last step's too,
+and the device never idles between steps waiting for the host's next dispatch.
 
-The loop runs the real tiny model, but its clock and the device's timing are simulated: every step
-takes STEP seconds of "device" time on a fake clock, host work takes none. Two dispatch behaviours:
-asynchronous (the call returns at once; fetching the metrics waits), and a launch that blocks until
-only TAIL seconds of the step are left (a GPU's full launch queue), the case in which timing at the
-fetch after the next dispatch credited each step with the next one's time and the last with TAIL.
-All figures are multiples of 1/16, so the arithmetic is exact.
+The loop runs the real tiny model, but its clocks and the device's timing are simulated: every step
+takes STEP seconds of "device" time, a dispatch DISPATCH seconds of host time, other host work none.
+Each thread has its own fake clock (the main thread dispatches and fetches; the loop's completion
+watcher waits), as real threads each see the moment they were woken. Two dispatch behaviours:
+asynchronous (the call returns after DISPATCH; waiting for the outputs moves the waiting thread's
+clock to the step's end), and a launch that also blocks until only TAIL seconds of the step are
+left (a GPU's full launch queue). Waiting for step k before dispatching step k+1 would leave the
+device idle for DISPATCH every step; timing at the fetch after the next dispatch would credit each
+step with the next one's time. All figures are multiples of 1/32, so the arithmetic is exact.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .conftest import read_jsonl
 
 STEP = 0.25  # seconds of device time per step
 TAIL = 0.0625  # what is left of a step when a blocking launch returns
+DISPATCH = 0.03125  # host seconds a dispatch takes
 
 
 class SimulatedDevice:
@@ -32,19 +37,24 @@ class SimulatedDevice:
     def __init__(self, step_fn: Any, *, launch_blocks: bool) -> None:
         self.step_fn = step_fn
         self.launch_blocks = launch_blocks
-        self.now = 0.0
+        self._clocks = threading.local()
         self.finished = 0.0  # when the last dispatched step finishes
+        self.idle = 0.0  # device seconds between the first step's start and the last one's end unused
 
     def clock(self) -> float:
-        return self.now
+        return getattr(self._clocks, "now", 0.0)
 
     def wait_until(self, moment: float) -> None:
-        self.now = max(self.now, moment)
+        self._clocks.now = max(self.clock(), moment)
 
     def __call__(self, state: Any, batch: Any) -> tuple[Any, dict[str, Any]]:
         state, metrics = self.step_fn(state, batch)
         jax.block_until_ready(metrics)
-        self.finished = max(self.now, self.finished) + STEP
+        self.wait_until(self.clock() + DISPATCH)
+        start = max(self.clock(), self.finished)
+        if self.finished:
+            self.idle += start - self.finished
+        self.finished = start + STEP
         if self.launch_blocks:
             self.wait_until(self.finished - TAIL)
         return state, {name: _Result(value, self, self.finished) for name, value in metrics.items()}
@@ -93,5 +103,10 @@ def test_every_step_is_timed_between_two_device_completions(write_config, tmp_pa
         setup.checkpointer.close()
     records = [r for r in read_jsonl(art / "metrics.jsonl") if "step_time_seconds" in r]
     assert [r["step"] for r in records] == list(range(1, 11))
-    assert [r["step_time_seconds"] for r in records] == [STEP] * 10
-    assert summary["wall_time_seconds"] == 10 * STEP
+    # The device idles only after the steps whose metrics must be seen before a save (4 and 8).
+    assert device.idle == 2 * DISPATCH
+    after_gap = {1, 5, 9}  # the first dispatch, and the two after a save, start after DISPATCH
+    assert [r["step_time_seconds"] for r in records] == [
+        STEP + DISPATCH * (r["step"] in after_gap) for r in records
+    ]
+    assert summary["wall_time_seconds"] == 3 * DISPATCH + 10 * STEP

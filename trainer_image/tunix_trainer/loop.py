@@ -2,17 +2,17 @@
 
 Steps are 1-based: the record of step k is written after the k-th optimizer update, and a
 checkpoint at step k holds k updates plus the data position after k batches. The host puts batch
-k+1 on its way to the device, waits for step k to finish (the moment that ends step k's time),
-dispatches step k+1, then fetches and checks the metrics of step k while step k+1 runs. Every
-step, the last one included, is so timed between two completions on the device, whatever the
-dispatch does (a large step's launch can block until the device has nearly run it: timed at the
-fetch after the next dispatch, a step would carry most of the next one's time and the last step
-only its tail). It waits for a step's metrics before a checkpoint, so a state is saved only
-after its own loss and gradient norm were seen to be finite.
+k+1 on its way to the device, dispatches step k+1, then fetches and checks the metrics of step k
+while step k+1 runs: the device never waits for the host between steps. Every step, the last one
+included, is timed between two completions on the device, noted by a thread that only waits for
+them (``step_timing``), whatever the dispatch does (a large step's launch can block until the
+device has nearly run it). It waits for a step's metrics before a checkpoint, so a state is saved
+only after its own loss and gradient norm were seen to be finite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import math
@@ -49,6 +49,7 @@ from tunix_trainer.model import (
 from tunix_trainer.pretrained.export import MODEL_DIR, ModelExporter, adapter_options
 from tunix_trainer.pretrained.loader import PretrainedModel
 from tunix_trainer.progress import MfuMeter, mfu_meter
+from tunix_trainer.step_timing import Completion, CompletionWatch
 from tunix_trainer.tokenizer import Tokenizer, load_tokenizer
 from tunix_trainer.train_step import (
     abstract_state,
@@ -127,34 +128,39 @@ def setup_train_loop(
     pretrained = open_pretrained(run)  # config.json only: an unsupported model fails here
     tokenizer = dataset_tokenizer(run, spec.dataset)
     evaluation = spec.evaluation
-    data = dataset_batches(
-        run, spec.dataset, tokenizer, hold_out_fraction=(evaluation and evaluation.hold_out_fraction) or 0.0
-    )
-    model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform, pretrained)
-    if training.lora is not None:
-        check_lora(training.lora, model_cfg)  # before any weight is read
-    if pretrained is None:
-        train_state = init_train_state(model_cfg, training, mesh, training.seed)
-    else:
-        train_state = pretrained.init_train_state(model_cfg, training, mesh)
-    step_fn = make_train_step(train_state.graphdef, training, mesh)
-    exporter = ModelExporter(
-        join_uri(artifacts_uri, MODEL_DIR),
-        train_state.graphdef,
-        vocab_size=pretrained.vocab_size if pretrained else None,
-        base_config=pretrained.config if pretrained else None,
-        tokenizer_files=getattr(tokenizer, "files", None),
-        storage_options=fsspec_options(artifacts_uri, spec.storage),
-        **adapter_options(spec, artifacts_uri, pretrained),
-    )
+    with contextlib.ExitStack() as opened:  # what it opened is closed again if the setup fails
+        data = dataset_batches(
+            run,
+            spec.dataset,
+            tokenizer,
+            hold_out_fraction=(evaluation and evaluation.hold_out_fraction) or 0.0,
+        )
+        opened.callback(_close_quietly, data)
+        model_cfg = model_config(run, tokenizer.vocab_size, devices[0].platform, pretrained)
+        if training.lora is not None:
+            check_lora(training.lora, model_cfg)  # before any weight is read
+        if pretrained is None:
+            train_state = init_train_state(model_cfg, training, mesh, training.seed)
+        else:
+            train_state = pretrained.init_train_state(model_cfg, training, mesh)
+        step_fn = make_train_step(train_state.graphdef, training, mesh)
+        exporter = ModelExporter(
+            join_uri(artifacts_uri, MODEL_DIR),
+            train_state.graphdef,
+            vocab_size=pretrained.vocab_size if pretrained else None,
+            base_config=pretrained.config if pretrained else None,
+            tokenizer_files=getattr(tokenizer, "files", None),
+            storage_options=fsspec_options(artifacts_uri, spec.storage),
+            **adapter_options(spec, artifacts_uri, pretrained),
+        )
 
-    checkpointer = Checkpointer(
-        checkpoint_uri,
-        save_interval_steps=spec.checkpoint.save_interval_steps,
-        max_to_keep=spec.checkpoint.max_to_keep,
-        storage_options=fsspec_options(checkpoint_uri, spec.storage),
-    )
-    try:
+        checkpointer = Checkpointer(
+            checkpoint_uri,
+            save_interval_steps=spec.checkpoint.save_interval_steps,
+            max_to_keep=spec.checkpoint.max_to_keep,
+            storage_options=fsspec_options(checkpoint_uri, spec.storage),
+        )
+        opened.callback(_close_quietly, checkpointer)
         restored = checkpointer.restore(
             resume or spec.checkpoint.resume,
             abstract_state(checkpointed(train_state.state, training)),
@@ -195,14 +201,15 @@ def setup_train_loop(
             state = with_checkpointed(state, restored.state, training)
             loop.resume_from(restored.step, restored.meta)
         if evaluation is not None:
-            loop.evaluation = eval_tracker(run, checkpoint_uri, tokenizer, train_state.graphdef, mesh)
+            loop.evaluation = eval_tracker(
+                run, checkpoint_uri, tokenizer, train_state.graphdef, mesh, checkpointer
+            )
+            opened.callback(_close_quietly, loop.evaluation)
             loop.evaluation.resume(loop.start_step, restored.meta.get("evaluation") if restored else None)
         provenance = make_provenance(run, devices, model_cfg, data.checksum)
         if training.lora is not None:
             provenance["lora_parameters"] = count_adapter_params(model_cfg, training.lora)
-    except BaseException:
-        _close_quietly(checkpointer)
-        raise
+        opened.pop_all()  # set up: from here on train() closes them
     return TrainSetup(loop, state, checkpointer, provenance)
 
 
@@ -210,7 +217,7 @@ def setup_train_loop(
 class _Pending:
     step: int
     metrics: dict[str, jax.Array]
-    done: float | None = None  # when it was seen finished on the device
+    completion: Completion  # when it finished on the device
 
 
 class _Loop:
@@ -278,6 +285,7 @@ class _Loop:
         total = self.training.steps
         self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
         step, pending = self.start_step, None
+        completions = CompletionWatch(self._clock)
         try:
             if self.evaluation is not None and self.evaluation.due(step):  # before training, or again
                 self._evaluate(step, state)  # after a resume (its record was dropped with later ones)
@@ -285,13 +293,11 @@ class _Loop:
                 device_batch = put_batch(
                     next(self.data), self.mesh, self.training.grad_accum_steps, host_rows=True
                 )
-                if pending is not None:
-                    self._completed(pending)  # the end of its time, before the next dispatch
                 state, metrics = self.step_fn(state, device_batch)
                 step += 1
                 if pending is not None:
                     self._finish(pending)  # fetch step-1 while step runs
-                pending = _Pending(step, metrics)
+                pending = _Pending(step, metrics, completions.watch(metrics))
                 if self.evaluation is not None and self.evaluation.due(step):  # before a save at step
                     self._finish(pending)
                     pending = None
@@ -312,10 +318,13 @@ class _Loop:
                 self._report(self._last_report, force=True, notify=False)
             best = self.evaluation.best_state(state, self._join) if self._keep_best() else None
             if best is not None:
-                self._export(step, best)
+                self._export(best[0], best[1])
             elif self.exporter is not None and self._exported_step != step:
                 self._export(step, state)
+            if self.evaluation is not None and self._keep_best():
+                self.evaluation.say_exported(self.model_uri, self._exported_step)
         finally:
+            completions.close()
             self.artifacts.close()
             if self.evaluation is not None:
                 self.evaluation.close()
@@ -330,19 +339,14 @@ class _Loop:
         )
         if self.model_uri is not None:
             summary["model_uri"] = self.model_uri
+            summary["model_step"] = self._exported_step  # the step of the exported state
         self.artifacts.write_summary(summary)
         return summary
 
     # -- steps ---------------------------------------------------------------------------------
-    def _completed(self, pending: _Pending) -> float:
-        """Wait for a step to finish on the device and note when (its metrics stay there)."""
-        jax.block_until_ready(pending.metrics)
-        pending.done = self._clock()
-        return pending.done
-
     def _finish(self, pending: _Pending) -> None:
-        """Fetch a step's metrics, check them, log them."""
-        done = self._completed(pending) if pending.done is None else pending.done
+        """Wait for a step's completion, fetch its metrics, check them, log them."""
+        done = pending.completion.wait()
         values = {name: float(value) for name, value in jax.device_get(pending.metrics).items()}
         step_time, self._last_fetch = done - self._last_fetch, done
         tokens = round(values["tokens"])
@@ -404,7 +408,7 @@ class _Loop:
             "wall_time_seconds": self._wall(),
         }
         if self.evaluation is not None:
-            meta["evaluation"] = self.evaluation.meta()
+            meta["evaluation"] = self.evaluation.meta(step)
         # The metrics up to ``step`` become durable before the checkpoint exists: a checkpoint is
         # never the resume point of records that were lost (a failed flush saves nothing).
         self.artifacts.flush()
@@ -523,10 +527,16 @@ def dataset_tokenizer(run: LoadedRun, dataset: DatasetSpec) -> Tokenizer:
 
 
 def eval_tracker(
-    run: LoadedRun, checkpoint_uri: str, tokenizer: Tokenizer, graphdef: Any, mesh: jax.sharding.Mesh
+    run: LoadedRun,
+    checkpoint_uri: str,
+    tokenizer: Tokenizer,
+    graphdef: Any,
+    mesh: jax.sharding.Mesh,
+    checkpointer: Checkpointer,
 ) -> EvalTracker:
     """The run's evaluation (``spec.evaluation``): its batches read once, the jitted forward pass,
-    and with ``checkpoint.keepBest`` the best checkpoint in ``<checkpoint uri>/best``."""
+    and with ``checkpoint.keepBest`` the best checkpoints in ``<checkpoint uri>/best`` (those the
+    run's checkpoints name, see ``EvalTracker``)."""
     spec = run.spec
     assert spec.evaluation is not None and spec.dataset is not None
     training = spec.training
@@ -540,12 +550,16 @@ def eval_tracker(
         seq_len=training.seq_len,
         storage_options=fsspec_options(spec.evaluation.dataset_uri or spec.dataset.uri, spec.storage),
         base_dir=run.base_dir,
+        gather=_gather_from_processes if jax.process_count() > 1 else None,
     )
     best = None
     if spec.checkpoint.keep_best:
         uri = join_uri(checkpoint_uri, BEST_DIR)
-        best = Checkpointer(
-            uri, save_interval_steps=1, max_to_keep=1, storage_options=fsspec_options(uri, spec.storage)
+        best = Checkpointer(  # the tracker deletes those no checkpoint names; never more than this
+            uri,
+            save_interval_steps=1,
+            max_to_keep=spec.checkpoint.max_to_keep + 2,
+            storage_options=fsspec_options(uri, spec.storage),
         )
     return EvalTracker(
         evaluator,
@@ -553,6 +567,7 @@ def eval_tracker(
         every_steps=spec.evaluation.every_steps,
         saved_part=lambda state: checkpointed(state, training),
         best_checkpointer=best,
+        resume_points=checkpointer.all_steps,
     )
 
 
@@ -595,10 +610,11 @@ def _version(distribution: str) -> str:
         return "unknown"
 
 
-def _close_quietly(checkpointer: Checkpointer) -> None:
-    """Wait for pending saves on an error path without masking the error."""
+def _close_quietly(resource: Checkpointer | BatchIterator | EvalTracker) -> None:
+    """Close ``resource`` (a checkpointer waits for pending saves) on an error path without
+    masking the error."""
     try:
-        checkpointer.close()
+        resource.close()
     except Exception as exc:
         print(f"tunix-train: while stopping: {exc}", file=sys.stderr)
 
