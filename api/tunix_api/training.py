@@ -214,7 +214,7 @@ class DatasetFormat(enum.StrEnum):
 
 
 class DatasetSpec(ApiModel):
-    """Training data: JSONL or Parquet shards, streamed: read and tokenized as training consumes them."""
+    """Training data: JSONL, Parquet or ArrayRecord shards, read and tokenized as training consumes them."""
 
     uri: str = Field(
         ...,
@@ -222,7 +222,8 @@ class DatasetSpec(ApiModel):
         description="The dataset (a path, or a file://, s3://, gs:// URI): one file, a directory of "
         "shards or a glob of them (sorted by name). JSONL shards (.jsonl, or .jsonl.gz/.jsonl.zst) "
         'hold one UTF-8 JSON record per line: {"text": ...}, or {"prompt": ..., "completion": ...} '
-        "(loss on the completion only); Parquet shards (.parquet) have those columns. Blank lines are "
+        "(loss on the completion only); Parquet shards (.parquet) have those columns; ArrayRecord "
+        "shards (.array_record) hold one such UTF-8 JSON object per record. Blank lines are "
         "skipped, extra fields ignored; a malformed record fails the run (exit 4).",
     )
     format: DatasetFormat = Field(
@@ -519,9 +520,10 @@ class EvaluationSpec(ApiModel):
     dataset_uri: str | None = Field(
         None,
         min_length=1,
-        description="Evaluation data: a JSONL file in the training dataset's format, read with its "
-        "tokenizer, packing and seqLen (a path, or a file://, s3://, gs:// URI). Exactly one of "
-        "datasetUri and holdOutFraction.",
+        description="Evaluation data, as dataset.uri takes it (JSONL, Parquet or ArrayRecord: one file, "
+        "a directory or a glob; a path, or a file://, s3://, gs:// URI), its records of the training "
+        "dataset's kind, read with its tokenizer, packing and seqLen. Exactly one of datasetUri and "
+        "holdOutFraction.",
     )
     hold_out_fraction: float | None = Field(
         None,
