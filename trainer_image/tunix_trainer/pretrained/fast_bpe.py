@@ -1,19 +1,32 @@
-"""Byte-level BPE encoding with a pre-token cache: the ``tokenizers`` library's ids, 3-5x faster.
+"""Byte-level BPE through ``tiktoken``: the ``tokenizers`` library's ids, several times faster.
 
-A GPT-2-style byte-level BPE tokenizer (GPT-2, Llama 3, SmolLM2, Qwen...) splits text at its added
-tokens, then into pre-tokens with one regular expression, then runs BPE on each pre-token alone.
-Calling the library per document pays for offsets and Python objects on every pre-token; natural
-text repeats its pre-tokens, so this encoder splits with the same expression (the ``regex``
-package), looks each pre-token up in a dictionary and asks the library's BPE model only for
-pre-tokens it has not seen. The ids are the library's: ``FastByteLevelBPE.for_tokenizer`` accepts
-only the pipeline shapes it reproduces exactly (no normalizer; ``ByteLevel`` with its regex,
-optionally after ``Digits(individual_digits)``; plain added tokens; a BPE model without dropout or
-byte fallback) and checks itself against the library on a probe text before it is used.
+A GPT-2-style byte-level BPE tokenizer (GPT-2, SmolLM2...) splits text at its added tokens, then into
+pre-tokens with one regular expression, then runs BPE on each pre-token. tiktoken (OpenAI's encoder,
+in Rust, releasing the GIL) does the same with a rank per token where the library has a rank per
+merge: it merges the adjacent pair whose concatenation has the lowest rank, and emits a pre-token
+that is a token as it is. ``FastByteLevelBPE.for_tokenizer`` accepts a tokenizer only where that
+gives the library's ids:
+
+* the pipeline: no normalizer; ``ByteLevel`` with its regex, optionally after
+  ``Digits(individual_digits)`` (one equivalent expression); added tokens without strip/word/normalize
+  options, none a prefix of another; a BPE model without dropout, prefixes, suffixes or byte fallback;
+* the vocabulary: bytes plus one token per merge, ids increasing in merge order (the id is the rank),
+  each merge made of earlier tokens;
+* every token is the library's own BPE of its text. Then emitting a token as it is agrees, and so does
+  every merge: adjacent parts x, y joined by rank into a token t that is not the merge (x, y) would
+  mean that the library's BPE of t alone (merges in order, so the parts of t form as in any context)
+  stops at [x, y];
+* a probe text gives the library's ids.
+
+A text holding a byte that has no token (the library drops it before BPE; SmolLM2 lacks six control
+characters and 0xF1/0xF2, the lead bytes of U+40000-U+BFFFF) or a lone surrogate (the library refuses
+it) is encoded by the library.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 # The expression of tokenizers' ByteLevel pre-tokenizer (GPT-2's).
@@ -27,7 +40,6 @@ _PROBE = (
     "Hello, world! It's 2026-11-26: 12 + 7 = 19.\n\n   Indented  text\twith\ttabs, ½ ² ٣ digits, "
     "émigré naïve 日本語 🙂 they'll we've I'm you'd   \n  trailing   \r\n"
 )
-CACHE_LIMIT = 1 << 20  # pre-tokens remembered (cleared when full)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -48,6 +60,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 _BYTE_CHARS = _bytes_to_unicode()
+_TO_BYTES = {ord(c): b for b, c in _BYTE_CHARS.items()}  # str.translate, then latin-1 = the bytes
+_BYTE_LEVEL_TEXT = re.compile("[" + re.escape("".join(_BYTE_CHARS.values())) + "]+")
 
 
 def _pattern_for(pre_tokenizer: Any) -> str | None:
@@ -75,78 +89,100 @@ def _pattern_for(pre_tokenizer: Any) -> str | None:
     return None
 
 
+def _ranks(model: dict[str, Any], added: set[str]) -> dict[bytes, int] | None:
+    """tiktoken's ranks (token bytes -> id) of a BPE model (tokenizer.json), or None when its ids are
+    not ranks: bytes, then one new token per merge in merge order, each made of earlier tokens."""
+    vocab: dict[str, int] = model.get("vocab") or {}
+    ranks: dict[bytes, int] = {}
+    for text, token_id in vocab.items():
+        if text not in added:
+            if not _BYTE_LEVEL_TEXT.fullmatch(text):
+                return None
+            ranks[text.translate(_TO_BYTES).encode("latin-1")] = token_id
+    previous = -1
+    for merge in model.get("merges") or []:
+        left, right = merge.split(" ") if isinstance(merge, str) else merge
+        token_id = vocab.get(left + right)
+        if token_id is None or token_id <= previous:
+            return None
+        if vocab.get(left, token_id) >= token_id or vocab.get(right, token_id) >= token_id:
+            return None
+        previous = token_id
+    singles = sum(len(token) == 1 for token in ranks)
+    return ranks if len(ranks) == singles + len(model.get("merges") or []) else None
+
+
+def _own_bpe(tokenizer: Any, ranks: dict[bytes, int]) -> bool:
+    """Whether the library's BPE of every token's text is that token."""
+    tokenize = tokenizer.model.tokenize
+    for token, token_id in ranks.items():
+        text = "".join(_BYTE_CHARS[b] for b in token)
+        pieces = tokenize(text)
+        if len(pieces) != 1 or pieces[0].id != token_id:
+            return False
+    return True
+
+
 class FastByteLevelBPE:
-    """``encode(text)`` = ``tokenizer.encode(text, add_special_tokens=False).ids``, cached per pre-token."""
+    """``encode(text)`` = ``tokenizer.encode(text, add_special_tokens=False).ids``, by tiktoken.
 
-    def __init__(self, tokenizer: Any, pattern: str, added: dict[str, int]):
-        import regex
+    Picklable (the data pipeline's worker processes get a copy: tiktoken and the library rebuild
+    their encoders from the ranks and the JSON, without checking again)."""
 
-        self._model = tokenizer.model
-        self._split = regex.compile(pattern)
-        self._added = added
-        self._added_split = (
-            regex.compile("(" + "|".join(regex.escape(t) for t in sorted(added, key=len, reverse=True)) + ")")
-            if added
-            else None
-        )
-        self._cache: dict[str, list[int]] = {}
+    def __init__(self, tokenizer: Any, encoding: Any, missing: bytes):
+        self._tokenizer = tokenizer
+        self._encoding = encoding
+        self._missing = missing  # the bytes that have no token
+        self._special = "all" if encoding.special_tokens_set else set()
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, tokenizer_json: str) -> FastByteLevelBPE | None:
         """The fast encoder of ``tokenizer`` (a ``tokenizers.Tokenizer`` read from ``tokenizer_json``),
-        or None when its pipeline is not one this class reproduces exactly."""
+        or None when its pipeline is not one tiktoken reproduces exactly."""
         try:
-            import regex  # noqa: F401
+            import tiktoken
         except ImportError:
             return None
         config = json.loads(tokenizer_json)
         model = config.get("model") or {}
         if config.get("normalizer") is not None or model.get("type") != "BPE":
             return None
-        if model.get("dropout") or model.get("byte_fallback") or model.get("continuing_subword_prefix"):
+        if any(model.get(k) for k in ("dropout", "byte_fallback", "ignore_merges")):
             return None
-        if model.get("end_of_word_suffix"):
+        if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
             return None
         pattern = _pattern_for(config.get("pre_tokenizer"))
         if pattern is None:
             return None
         added: dict[str, int] = {}
         for token in config.get("added_tokens") or []:
-            if (
-                token.get("lstrip")
-                or token.get("rstrip")
-                or token.get("single_word")
-                or token.get("normalized")
-            ):
+            if any(token.get(k) for k in ("lstrip", "rstrip", "single_word", "normalized")):
                 return None
             added[token["content"]] = int(token["id"])
-        fast = cls(tokenizer, pattern, added)
+        if any(a != b and b.startswith(a) for a in added for b in added):
+            return None  # tiktoken matches the first alternative, the library the longest
+        ranks = _ranks(model, set(added))
+        if ranks is None or not _own_bpe(tokenizer, ranks):
+            return None
+        missing = bytes(sorted(set(range(256)) - {t[0] for t in ranks if len(t) == 1}))
+        encoding = tiktoken.Encoding(
+            f"tunix-bpe-{len(ranks)}", pat_str=pattern, mergeable_ranks=ranks, special_tokens=added
+        )
+        fast = cls(tokenizer, encoding, missing)
         probe = _PROBE + "".join(f"{t} x{t}y " for t in added)
         if fast.encode(probe) != tokenizer.encode(probe, add_special_tokens=False).ids:
             return None
-        fast._cache.clear()
         return fast
 
     def encode(self, text: str) -> list[int]:
-        if self._added_split is None:
-            return self._encode_plain(text)
-        out: list[int] = []
-        for k, part in enumerate(self._added_split.split(text)):
-            if k % 2:
-                out.append(self._added[part])
-            elif part:
-                out += self._encode_plain(part)
-        return out
+        if self._for_the_library(text):
+            return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return self._encoding.encode(text, allowed_special=self._special)
 
-    def _encode_plain(self, text: str) -> list[int]:
-        cache = self._cache
-        out: list[int] = []
-        for piece in self._split.findall(text):
-            ids = cache.get(piece)
-            if ids is None:
-                if len(cache) >= CACHE_LIMIT:
-                    cache.clear()
-                mapped = "".join(_BYTE_CHARS[b] for b in piece.encode("utf-8"))
-                ids = cache[piece] = [token.id for token in self._model.tokenize(mapped)]
-            out += ids
-        return out
+    def _for_the_library(self, text: str) -> bool:
+        """A lone surrogate (the library refuses it) or a byte without a token (the library drops it)."""
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return bool(self._missing) and len(data.translate(None, self._missing)) != len(data)

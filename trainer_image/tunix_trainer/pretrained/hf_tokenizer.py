@@ -100,13 +100,12 @@ class HFTokenizer:
         self._template = compile_chat_template(template, source) if self.chat_template else None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Picklable (the data pipeline's worker processes get a copy): the compiled chat template
-        is compiled again on the other side."""
-        return {**self.__dict__, "_template": None, "_fast": None}
+        """Picklable (the data pipeline's worker processes get a copy, the fast encoder with it): the
+        compiled chat template is compiled again on the other side."""
+        return {**self.__dict__, "_template": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._fast = FastByteLevelBPE.for_tokenizer(self._tok, self._json)
         if self.chat_template:
             self._template = compile_chat_template(self.chat_template, self.source)
 
@@ -182,7 +181,7 @@ class HFTokenizer:
         return out
 
     def _encode_all(self, texts: list[str]) -> list[list[int]]:
-        """``encode`` of each text: the cached fast path, else one batched library call."""
+        """``encode`` of each text: the fast path (tiktoken), else one batched library call."""
         if self._fast is not None:
             return [self._fast.encode(text) for text in texts]
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
