@@ -1,11 +1,13 @@
 """The operator's only door to object storage: read small JSON files the trainer writes.
 
-Cheap at scale: one fsspec filesystem per (protocol, options: endpoint, region, credentials) is
-built once and reused (:class:`FilesystemPool`); a file is re-read only when it changed (S3: a
-conditional GET, ``If-None-Match`` its last ETag, answered 304 without a body; other filesystems:
-its ETag or mtime and size) (:class:`JsonReads`); credentials Secrets are read through the API
-once and cached (:class:`CredentialsCache`). Credentials go straight into fsspec's options; they
-are never logged, put in status or in events.
+Cheap at scale: one client per (protocol, options: endpoint, region, credentials) is built once and
+reused (:class:`FilesystemPool`): for S3 an :class:`~tunix_operator.s3.S3Client` (botocore's signer
+over a pooled HTTP session, a fraction of the CPU of an s3fs or botocore client request), for every
+other protocol an fsspec filesystem. A file is re-read only when it changed (S3: a conditional GET,
+``If-None-Match`` its last ETag, answered 304 without a body; other filesystems: its ETag or mtime
+and size) (:class:`JsonReads`); credentials Secrets are read through the API once and cached
+(:class:`CredentialsCache`). Credentials go straight into the client's options; they are never
+logged, put in status or in events.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
-from fsspec.asyn import sync
 
 from tunix_api import artifacts
-from tunix_api.storage import fsspec_options
+from tunix_api.storage import S3_SCHEMES, fsspec_options
 from tunix_api.training import StorageSpec
+from tunix_operator.s3 import NotModified, S3Client, TooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -37,32 +39,38 @@ MAX_REMEMBERED_FILES = 100_000  # (uri -> ETag, value) kept for conditional read
 # ---- filesystems ---------------------------------------------------------------------------------
 
 
+Client = fsspec.AbstractFileSystem | S3Client
+
+
 class FilesystemPool:
-    """One fsspec filesystem per (protocol, options), reused across reads; least recently used
-    ones beyond ``size`` are dropped. Thread-safe (reconciles run in a worker pool)."""
+    """One client per (protocol, options), reused across reads: an :class:`S3Client` for s3:// and
+    s3a://, else an fsspec filesystem; least recently used ones beyond ``size`` are dropped.
+    Thread-safe (reconciles run in a worker pool)."""
 
     def __init__(self, size: int = MAX_FILESYSTEMS) -> None:
         self._size = size
-        self._filesystems: collections.OrderedDict[str, fsspec.AbstractFileSystem] = collections.OrderedDict()
+        self._filesystems: collections.OrderedDict[str, Client] = collections.OrderedDict()
         self._lock = threading.Lock()
         self.created = 0
 
-    def open(self, uri: str, options: Mapping[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-        """(filesystem, path inside it) for ``uri``."""
-        protocol, _ = fsspec.core.split_protocol(uri)
-        cls = fsspec.get_filesystem_class(protocol or "file")
-        key = _options_key(protocol or "file", options)
+    def open(self, uri: str, options: Mapping[str, Any]) -> tuple[Client, str]:
+        """(client, path inside it: ``bucket/key`` for S3) for ``uri``."""
+        protocol, path = fsspec.core.split_protocol(uri)
+        protocol = (protocol or "file").lower()
+        s3 = protocol in S3_SCHEMES
+        cls = None if s3 else fsspec.get_filesystem_class(protocol)
+        key = _options_key(protocol, options)
         with self._lock:
             fs = self._filesystems.get(key)
             if fs is None:
-                fs = cls(skip_instance_cache=True, **options)
+                fs = S3Client(options) if cls is None else cls(skip_instance_cache=True, **options)
                 self._filesystems[key] = fs
                 self.created += 1
                 while len(self._filesystems) > self._size:
                     self._filesystems.popitem(last=False)
             else:
                 self._filesystems.move_to_end(key)
-        return fs, cls._strip_protocol(uri)
+        return fs, path.lstrip("/") if cls is None else cls._strip_protocol(uri)
 
 
 def _options_key(protocol: str, options: Mapping[str, Any]) -> str:
@@ -78,10 +86,6 @@ def _options_key(protocol: str, options: Mapping[str, Any]) -> str:
 class _Seen:
     tag: str  # ETag, or mtime and size
     value: dict[str, Any] | None
-
-
-class NotModified(Exception):
-    """The object still has the tag last seen."""
 
 
 class JsonReads:
@@ -159,10 +163,14 @@ def _parse(uri: str, data: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _fetch(fs: fsspec.AbstractFileSystem, path: str, tag: str | None) -> tuple[bytes, str | None]:
+def _fetch(fs: Client, path: str, tag: str | None) -> tuple[bytes, str | None]:
     """(content, tag) of ``path``; NotModified when its tag is still ``tag``."""
-    if hasattr(fs, "_call_s3"):  # s3fs: one conditional GET
-        return sync(fs.loop, _s3_get, fs, path, tag)
+    if isinstance(fs, S3Client):  # one conditional GET
+        bucket, _, key = path.partition("/")
+        try:
+            return fs.get(bucket, key, tag, limit=MAX_JSON_BYTES)
+        except TooLarge:
+            return b"\0" * (MAX_JSON_BYTES + 1), None
     info = fs.info(path)
     current = _tag(info)
     if tag is not None and current == tag:
@@ -178,29 +186,6 @@ def _tag(info: Mapping[str, Any]) -> str | None:
         return str(etag)
     mtime = info.get("mtime") or info.get("LastModified") or info.get("updated")
     return f"{mtime}:{info.get('size')}:{info.get('ino')}" if mtime is not None else None
-
-
-async def _s3_get(fs: Any, path: str, tag: str | None) -> tuple[bytes, str | None]:
-    bucket, key, _ = fs.split_path(path)
-    condition = {"IfNoneMatch": tag} if tag else {}
-    try:
-        response = await fs._call_s3("get_object", Bucket=bucket, Key=key, **condition)
-    except OSError as exc:  # s3fs turns botocore's ClientError into an OSError, the cause kept
-        if _status(exc.__cause__) == 304:
-            raise NotModified(path) from None
-        raise
-    body = response["Body"]
-    try:
-        if (response.get("ContentLength") or 0) > MAX_JSON_BYTES:
-            return b"\0" * (MAX_JSON_BYTES + 1), None
-        return await body.read(), response.get("ETag")
-    finally:
-        body.close()
-
-
-def _status(error: BaseException | None) -> int | None:
-    response = getattr(error, "response", None) or {}
-    return (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
 
 
 _DEFAULT_READS = JsonReads()

@@ -184,3 +184,27 @@ def test_queue_and_storage_metrics_are_exported() -> None:
     assert "tunix_reconcile_queue_depth 3.0" in text
     assert 'tunix_storage_reads_total{result="unchanged"} 1.0' in text
     assert "tunix_reconciles_in_flight 0.0" in text
+
+
+def test_s3_urls_are_addressed_as_botocore_does() -> None:
+    from tunix_operator.s3 import S3Client
+
+    custom = S3Client({"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://minio:9000/"}})
+    assert custom.url("art", "ns/r 1/progress.json") == "http://minio:9000/art/ns/r%201/progress.json"
+    aws = S3Client({"key": "k", "secret": "s", "client_kwargs": {"region_name": "eu-west-1"}})
+    assert aws.url("art", "a/b.json") == "https://art.s3.eu-west-1.amazonaws.com/a/b.json"
+    assert aws.url("my.bucket", "k") == "https://s3.eu-west-1.amazonaws.com/my.bucket/k"
+
+
+def test_s3_objects_too_large_are_not_transferred(s3_endpoint: str) -> None:
+    from tunix_operator.storage import MAX_JSON_BYTES
+
+    s3 = art_bucket(s3_endpoint)
+    s3.put_object(Bucket="art", Key="big/progress.json", Body=b" " * (MAX_JSON_BYTES + 1) + b"{}")
+    s3.put_object(Bucket="art", Key="small/progress.json", Body=b'{"step": 1}')
+    reads = JsonReads()
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": s3_endpoint}}
+    assert reads.read("s3://art/big/progress.json", options) is None
+    assert reads.read("s3://art/small/progress.json", options) == {"step": 1}  # the pool still works
+    assert reads.read("s3://art/none/progress.json", options) is None
+    assert reads.counts == {"read": 2, "missing": 1}
