@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import math
 import re
@@ -136,12 +137,16 @@ class RunDaemons:
         self.workers = Workers(settings.max_concurrent_reconciles, metrics)
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._specs: dict[tuple[str, str], tuple[Any, Any]] = {}  # (generation, spec.suspend) last seen
+        self._deleted: set[str] = set()  # uids of runs deleted while their daemon runs
 
     def spec_seen(self, namespace: str, name: str, body: Mapping[str, Any], gone: bool = False) -> None:
         """Wake the run's daemon when its spec changed (a new generation) since the last event."""
         key = (namespace, name)
         if gone or (body.get("metadata") or {}).get("deletionTimestamp"):
             self._specs.pop(key, None)
+            if gone and key in self._wakers:  # no finalizer holds the run: its daemon ends by itself
+                self._deleted.add((body.get("metadata") or {}).get("uid") or "")
+                self.poke(namespace, name)
             return
         spec = body.get("spec") or {}
         seen = ((body.get("metadata") or {}).get("generation"), spec.get("suspend"))
@@ -166,10 +171,11 @@ class RunDaemons:
         the decision's requeue time or the resync interval; a finished run with nothing pending
         (no TTL) waits for a poke only."""
         key = (namespace, name)
+        uid = (body.get("metadata") or {}).get("uid") or ""
         waker = self._wakers.setdefault(key, asyncio.Event())
         failures = 0
         try:
-            while not stopped:
+            while not stopped and uid not in self._deleted:
                 waker.clear()
                 delay, failed = await self._reconcile(body, children)
                 failures = failures + 1 if failed else 0
@@ -179,6 +185,7 @@ class RunDaemons:
                     break
                 await _wait_any(waker, stopped, delay)
         finally:
+            self._deleted.discard(uid)
             self._wakers.pop(key, None)
             self.metrics.forget(namespace, name)
             self.reconciler.forget(namespace, name)
@@ -274,6 +281,21 @@ def _configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> 
     )
 
 
+def _without_finalizer(registry: kopf.OperatorRegistry, daemon_id: str) -> None:
+    """No kopf finalizer on the runs for this daemon (one patch less per run created, one per run
+    deleted). kopf blocks deletion with a finalizer until a daemon has stopped; this daemon needs no
+    such wait: it ends when it sees the run's DELETED event (:meth:`RunDaemons.spec_seen`), and the
+    garbage collector deletes the children by their owner references. A finalizer that an earlier
+    version added is removed by kopf at the run's next event. kopf offers no option for this, so the
+    registered handler is replaced by a copy (kopf is pinned; tests check that no finalizer is added).
+    """
+    spawning = registry._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) if h.id == daemon_id else h
+        for h in spawning._handlers
+    ]
+
+
 def build_registry(
     reconciler: Reconciler,
     settings: OperatorSettings,
@@ -331,6 +353,8 @@ def build_registry(
             return Children(jobs=tuple(run_jobs.get(key, ())), pods=tuple(run_pods.get(key, ())))
 
         await daemons.run(namespace, name, body, children, stopped)
+
+    _without_finalizer(registry, "reconcile")
 
     # A spec change wakes the daemon. An event handler, not on.update/on.field: those need kopf's
     # "last-handled-configuration" annotation, one more patch of every run.

@@ -150,8 +150,9 @@ def test_operator_restart_mid_run_keeps_state(start_operator, kubelet: ProcessKu
     wait_for(phase_is(k8s, "restart", "Running"), what="Running")
     before = k8s.status("restart")
     first.stop()
-    start_operator()
-    wait_for(lambda: k8s.run("restart")["metadata"].get("finalizers"), what="finalizer")
+    second = start_operator()
+    samples = lambda: [s for m in second.metrics.duration.collect() for s in m.samples]  # noqa: E731
+    wait_for(lambda: any(s.value for s in samples() if s.name.endswith("_count")), what="a reconcile")
     # Give the new operator a few reconcile rounds, then nothing must have been duplicated.
     pod = pod_of(kubelet, "restart", 0)
     kubelet.terminate(pod["metadata"]["name"], exit_code=0, message=json.dumps(SUMMARY))

@@ -305,3 +305,37 @@ def test_no_reconcile_starts_once_the_workers_are_shut_down() -> None:
     workers.shutdown()
     with pytest.raises(handlers.Stopping):
         asyncio.run(workers.run(lambda: 1))
+
+
+class Stopped:
+    """kopf's ``stopped`` flag of a daemon, never set here."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
+
+
+def test_a_deleted_run_ends_its_daemon_without_a_finalizer(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(handlers.kopf, "event", lambda *_, **__: None)  # posting needs a running kopf
+    kube = FakeKube({"r1": run_body()})
+    settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
+    daemons = RunDaemons(Reconciler(kube, settings, clock=lambda: at(10)), OperatorMetrics(), settings)  # type: ignore[arg-type]
+    body = kube.get_run("ns", "r1")
+    assert body is not None
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(daemons.run("ns", "r1", body, kube.children, Stopped()))
+        await asyncio.sleep(0.2)
+        assert not task.done()  # Pending: waiting for its Job's pod
+        daemons.spec_seen("ns", "r1", body, gone=True)  # the run's DELETED event
+        await asyncio.wait_for(task, timeout=10)
+
+    asyncio.run(scenario())
+    assert ("ns", "r1") not in daemons._wakers and not daemons._deleted
+    registry = handlers.build_registry(Reconciler(kube, settings), settings, OperatorMetrics())  # type: ignore[arg-type]
+    (daemon,) = registry._spawning.get_all_handlers()
+    assert daemon.id == "reconcile" and not daemon.requires_finalizer
