@@ -343,6 +343,7 @@ def test_corrupt_truncated_and_empty_array_record_shards(tmp_path):
     assert source[1] == ("", "record 001") and source[3] == ("", "record 003")
     with pytest.raises(DataError, match=r"damaged\.array_record:record 3: cannot read the record \(.*hash"):
         source[2]
+    assert source[4] == ("", "record 004")  # the failed reader was replaced
     source.close()
 
 
@@ -394,3 +395,21 @@ def test_an_array_record_with_large_groups_is_read_and_logged_once(tmp_path, cap
         assert texts(RecordSource(str(path))) == [r["text"] for r in RECORDS]
     warnings = [r.getMessage() for r in caplog.records if "group_size:4" in r.getMessage()]
     assert len(warnings) == 1 and "g.array_record" in warnings[0]
+
+
+def test_threads_sharing_an_array_record_shard_get_their_own_records(tmp_path):
+    """A record is a seek and a read of one reader: threads of a process (the prefetch thread, an
+    evaluation) reading at once each get the record they asked for."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = [{"text": f"record {i:05d} " + "x" * (i % 97)} for i in range(3000)]
+    source = RecordSource(str(write_array_record(tmp_path / "t.array_record", records)))
+
+    def check(seed: int) -> int:
+        rng = random.Random(seed)
+        for i in (rng.randrange(len(records)) for _ in range(3000)):
+            assert source[i] == ("", records[i]["text"])
+        return seed
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sorted(pool.map(check, range(8))) == list(range(8))

@@ -465,7 +465,7 @@ class RecordSource:
 
     def close(self) -> None:
         for handle in self._handles.values():
-            with contextlib.suppress(OSError, RuntimeError):  # RuntimeError: a failed ArrayRecord reader
+            with contextlib.suppress(OSError):
                 handle.close() if hasattr(handle, "close") else os.close(handle)
         for fd, _ in self._index.values():
             with contextlib.suppress(OSError):
@@ -488,7 +488,7 @@ class RecordSource:
         if shard.kind == "parquet":
             return self._parquet_row(shard_index, local)
         if shard.kind == "array_record":
-            return array_record.read_record(self._handle(shard_index), shard.uri, local)
+            return self._handle(shard_index).read(local)
         start, end = self._span(shard_index, local)
         data = self._read(shard_index, start, end - start)
         try:
@@ -526,7 +526,7 @@ class RecordSource:
         return _LazyWhere(shard, offset, self._options)  # type: ignore[return-value]
 
     def _handle(self, shard_index: int) -> Any:
-        """The shard's open file (this process's): a descriptor, an fsspec file or a reader."""
+        """The shard's open file (this process's): a descriptor, an fsspec file or a ShardReader."""
         handle = self._handles.get(shard_index)
         if handle is None:
             handle = self._handles[shard_index] = self._open(self.shards[shard_index])
@@ -560,12 +560,12 @@ class RecordSource:
             except FileNotFoundError:
                 what = "the dataset shard" if shard.read_uri == shard.uri else f"its copy {path}"
                 raise DataError(f"{shard.uri}: {what} disappeared while training") from None
-            reader = array_record.open_reader(path, shard.uri) if size == shard.size else None
-            if reader is None or reader.num_records() != shard.num_records:
-                raise DataError(
-                    f"{shard.uri}: the dataset shard changed since it was indexed; restart the run"
-                )
-            return reader
+            if size == shard.size:
+                reader = array_record.ShardReader(path, shard.uri)
+                if reader.num_records == shard.num_records:
+                    return reader
+                reader.close()
+            raise DataError(f"{shard.uri}: the dataset shard changed since it was indexed; restart the run")
         if is_local(fs):
             fd = os.open(path, os.O_RDONLY)
             if os.fstat(fd).st_size != shard.size:
