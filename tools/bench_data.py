@@ -1,7 +1,8 @@
 """Measure the streaming data pipeline: memory and start-up by dataset size, and tokens/s.
 
     python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--datasets DIR,...] [--workdir DIR]
-    python tools/bench_data.py throughput [--tokenizer byte,smollm2] [--workers 0,1,2] [--seconds 20]
+    python tools/bench_data.py throughput [--tokenizer byte,smollm2,MODEL_DIR] [--workers 0,1,2,4,8]
+        [--threads 1,2,4] [--seconds 20] [--seeded-tokens 25e6] [--text-dir DIR] [--json OUT.json]
     python tools/bench_data.py train-wait examples/run.yaml [--steps N]
     python tools/bench_data.py first-batch --uri DATASET [--batches 200]     (one child measurement)
 
@@ -12,15 +13,19 @@ empty index cache (the line index is built) and with it cached. A child reports 
 batch and the RSS after ``--batches`` batches (batch 8 x 2048 tokens, packing on).
 
 ``throughput`` reports, for each tokenizer (``byte``; ``smollm2``: the Hugging Face tokenizer in
-.cache/smollm2, ``make smollm2``) on a seeded text dataset, and on ``--text-dir`` files (real
-English text) when given:
+.cache/smollm2, ``make smollm2``; or any directory holding a ``tokenizer.json``) on a seeded text
+dataset, and on ``--text-dir`` files (real English text) when given:
+  * the encoder alone: tokens per CPU-second of ``tokenizer.encode`` over the dataset's first
+    records (a Hugging Face tokenizer: its fast path, tiktoken, and the ``tokenizers`` library's
+    batch encode), and tokens/s of the fast path in ``--threads`` threads of one process;
   * one core: tokens per CPU-second of reading, parsing and tokenizing chunks in this process
     (what one worker process does);
   * the pipeline with ``workers`` processes (0: a thread of this process): tokens/s served to a
     consumer that takes batches as fast as it can, wall and CPU (this process and its workers).
 ``train-wait`` trains a run config in this process and reports the share of the training loop's
 wall time spent in ``next(batches)`` (the first batch, which starts the pipeline, reported apart).
-Figures go to docs/PERFORMANCE.md with the machine and load (``uptime``).
+Each row is printed as a JSON line; ``--json`` also writes them all, with the machine (cores, load
+average before and after), to a file. Figures go to docs/PERFORMANCE.md with the machine and load.
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ def scale(sizes: list[float], workdir: Path, batches: int, datasets: list[str]) 
 
 
 def load_tokenizer(name: str) -> Any:
+    """``byte``, ``smollm2`` (.cache/smollm2) or a directory holding a tokenizer.json."""
     if name == "byte":
         from tunix_trainer.tokenizer import ByteTokenizer
 
@@ -141,7 +147,7 @@ def load_tokenizer(name: str) -> Any:
     from tunix_trainer.pretrained.hf_tokenizer import load_hf_tokenizer
     from tunix_trainer.pretrained.source import ModelFiles
 
-    return load_hf_tokenizer(ModelFiles(str(REPO / ".cache" / "smollm2")))
+    return load_hf_tokenizer(ModelFiles(str(REPO / ".cache" / "smollm2" if name == "smollm2" else name)))
 
 
 def text_dir_dataset(text_dir: str, out: Path) -> Path:
@@ -155,6 +161,66 @@ def text_dir_dataset(text_dir: str, out: Path) -> Path:
             if text.strip():
                 f.write(json.dumps({"text": text}) + "\n")
     return out
+
+
+def _texts(uri: str, tokenizer: Any, chars: int = 20_000_000) -> list[str]:
+    """The texts of the dataset's first records, about ``chars`` characters in all."""
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+
+    data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, **SHAPE)
+    source, texts, total = data._stream.reader.source, [], 0
+    for i in range(len(source)):
+        texts += [text for text in source[i] if text]
+        total += sum(map(len, source[i]))
+        if total >= chars:
+            break
+    data.close()
+    return texts
+
+
+def _rate(encode: Any, texts: list[str], seconds: float) -> float:
+    """Tokens per CPU-second of ``encode(texts) -> token lists``, repeated for ``seconds``."""
+    tokens, started = 0, time.process_time()
+    while True:
+        tokens += sum(map(len, encode(texts)))
+        if time.process_time() - started >= seconds:
+            return tokens / (time.process_time() - started)
+
+
+def _threaded(encode: Any, texts: list[str], threads: int, seconds: float) -> dict[str, float]:
+    """Tokens/s (wall) and per CPU-second of ``encode`` on ``texts`` shared out to ``threads`` threads."""
+    import concurrent.futures
+
+    shares = [texts[k::threads] for k in range(threads)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        tokens, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - wall0 < seconds:
+            tokens += sum(pool.map(lambda share: sum(len(encode(t)) for t in share), shares))
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {"tokens_per_second": round(tokens / wall), "tokens_per_cpu_second": round(tokens / cpu)}
+
+
+def encoder_alone(uri: str, tokenizer: Any, seconds: float, threads: list[int]) -> dict[str, Any]:
+    """The encoder's tokens per CPU-second (fast path and library apart), and in threads."""
+    texts = _texts(uri, tokenizer)
+    row: dict[str, Any] = {"encoder_texts": len(texts), "encoder_chars": sum(map(len, texts))}
+    row["encoder_tokens_per_cpu_second"] = round(
+        _rate(lambda ts: [tokenizer.encode(t) for t in ts], texts, seconds)
+    )
+    library = getattr(tokenizer, "_tok", None)
+    if library is not None:
+        row["fast_path"] = getattr(tokenizer, "_fast", None) is not None
+        row["library_tokens_per_cpu_second"] = round(
+            _rate(
+                lambda ts: [e.ids for e in library.encode_batch_fast(ts, add_special_tokens=False)],
+                texts,
+                seconds,
+            )
+        )
+    for n in threads:
+        row[f"encoder_threads_{n}"] = _threaded(tokenizer.encode, texts, n, seconds)
+    return row
 
 
 def one_core(uri: str, tokenizer: Any, seconds: float) -> float:
@@ -215,28 +281,46 @@ def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float) -> dict[str
 
 
 def throughput(
-    tokenizers: list[str], workers: list[int], seconds: float, workdir: Path, text_dir: str | None
-):
-    datasets = {"seeded": seed_text(workdir, 25e6)[0]}
+    tokenizers: list[str],
+    workers: list[int],
+    threads: list[int],
+    seconds: float,
+    workdir: Path,
+    text_dir: str | None,
+    seeded_tokens: float,
+) -> list[dict[str, Any]]:
+    datasets = {"seeded": seed_text(workdir, seeded_tokens)[0]}
     if text_dir:
         datasets["text-dir"] = text_dir_dataset(text_dir, workdir / "text-dir.jsonl")
+    rows = []
+
+    def emit(row: dict[str, Any]) -> None:
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
     for name in tokenizers:
         tokenizer = load_tokenizer(name)
         for label, uri in datasets.items():
-            row = {
-                "tokenizer": name,
-                "dataset": label,
-                "one_core_tokens_per_cpu_second": round(one_core(str(uri), tokenizer, seconds)),
-            }
-            print(json.dumps(row), flush=True)
-            for n in workers:
-                row = {
+            emit(
+                {"tokenizer": name, "dataset": label, **encoder_alone(str(uri), tokenizer, seconds, threads)}
+            )
+            emit(
+                {
                     "tokenizer": name,
                     "dataset": label,
-                    "workers": n,
-                    **pipeline(str(uri), tokenizer, n, seconds),
+                    "one_core_tokens_per_cpu_second": round(one_core(str(uri), tokenizer, seconds)),
                 }
-                print(json.dumps(row), flush=True)
+            )
+            for n in workers:
+                emit(
+                    {
+                        "tokenizer": name,
+                        "dataset": label,
+                        "workers": n,
+                        **pipeline(str(uri), tokenizer, n, seconds),
+                    }
+                )
+    return rows
 
 
 # --- data wait in training ------------------------------------------------------------------------------
@@ -309,10 +393,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--datasets", default="", help="existing datasets to measure too (comma-separated)")
     s.add_argument("--batches", type=int, default=200)
     t = sub.add_parser("throughput")
-    t.add_argument("--tokenizer", default="byte,smollm2")
-    t.add_argument("--workers", default="0,1,2")
+    t.add_argument(
+        "--tokenizer", default="byte,smollm2", help="byte, smollm2 or a directory with tokenizer.json"
+    )
+    t.add_argument("--workers", default="0,1,2", help="pipeline worker processes to measure")
+    t.add_argument("--threads", default="1,2", help="threads of one process running the encoder alone")
     t.add_argument("--seconds", type=float, default=20.0)
+    t.add_argument(
+        "--seeded-tokens", type=float, default=25e6, help="size of the seeded dataset (byte tokens)"
+    )
     t.add_argument("--text-dir", default=None, help="a directory of UTF-8 text files (real text)")
+    t.add_argument("--json", default=None, help="also write every row, with the machine, to this file")
     for p in (s, t):
         p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tunix-bench-data"))
     w = sub.add_parser("train-wait")
@@ -334,13 +425,21 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [float(x) for x in args.tokens.split(",") if x]
         scale(sizes, workdir, args.batches, [x for x in args.datasets.split(",") if x])
     else:
-        throughput(
+        load = os.getloadavg()
+        rows = throughput(
             args.tokenizer.split(","),
-            [int(x) for x in args.workers.split(",")],
+            [int(x) for x in args.workers.split(",") if x],
+            [int(x) for x in args.threads.split(",") if x],
             args.seconds,
             workdir,
             args.text_dir,
+            args.seeded_tokens,
         )
+        if args.json:
+            machine = {"cpus": os.cpu_count(), "load_before": load, "load_after": os.getloadavg()}
+            Path(args.json).write_text(
+                json.dumps({"argv": sys.argv, "machine": machine, "rows": rows}, indent=1)
+            )
     return 0
 
 

@@ -9,7 +9,8 @@ gives the library's ids:
 
 * the pipeline: no normalizer; ``ByteLevel`` with its regex, optionally after
   ``Digits(individual_digits)`` (one equivalent expression); added tokens without strip/word/normalize
-  options, none a prefix of another; a BPE model without dropout, prefixes, suffixes or byte fallback;
+  options (the text is split at them here, the parts between encoded by tiktoken); a BPE model
+  without dropout, prefixes, suffixes, byte fallback or ``ignore_merges``;
 * the vocabulary: bytes plus one token per merge, ids increasing in merge order (the id is the rank),
   each merge made of earlier tokens;
 * every token is the library's own BPE of its text. Then emitting a token as it is agrees, and so does
@@ -129,11 +130,14 @@ class FastByteLevelBPE:
     Picklable (the data pipeline's worker processes get a copy: tiktoken and the library rebuild
     their encoders from the ranks and the JSON, without checking again)."""
 
-    def __init__(self, tokenizer: Any, encoding: Any, missing: bytes):
+    def __init__(self, tokenizer: Any, encoding: Any, missing: bytes, added: dict[str, int]):
         self._tokenizer = tokenizer
         self._encoding = encoding
         self._missing = missing  # the bytes that have no token
-        self._special = "all" if encoding.special_tokens_set else set()
+        self._added = added
+        # Split at added tokens as the library does: the leftmost match, the longest there.
+        longest_first = sorted(added, key=len, reverse=True)
+        self._added_split = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")") if added else None
 
     @classmethod
     def for_tokenizer(cls, tokenizer: Any, tokenizer_json: str) -> FastByteLevelBPE | None:
@@ -159,25 +163,34 @@ class FastByteLevelBPE:
             if any(token.get(k) for k in ("lstrip", "rstrip", "single_word", "normalized")):
                 return None
             added[token["content"]] = int(token["id"])
-        if any(a != b and b.startswith(a) for a in added for b in added):
-            return None  # tiktoken matches the first alternative, the library the longest
         ranks = _ranks(model, set(added))
         if ranks is None or not _own_bpe(tokenizer, ranks):
             return None
         missing = bytes(sorted(set(range(256)) - {t[0] for t in ranks if len(t) == 1}))
         encoding = tiktoken.Encoding(
-            f"tunix-bpe-{len(ranks)}", pat_str=pattern, mergeable_ranks=ranks, special_tokens=added
+            f"tunix-bpe-{len(ranks)}", pat_str=pattern, mergeable_ranks=ranks, special_tokens={}
         )
-        fast = cls(tokenizer, encoding, missing)
+        fast = cls(tokenizer, encoding, missing, added)
         probe = _PROBE + "".join(f"{t} x{t}y " for t in added)
         if fast.encode(probe) != tokenizer.encode(probe, add_special_tokens=False).ids:
             return None
         return fast
 
     def encode(self, text: str) -> list[int]:
+        if not text:
+            return []
         if self._for_the_library(text):
             return self._tokenizer.encode(text, add_special_tokens=False).ids
-        return self._encoding.encode(text, allowed_special=self._special)
+        parts = self._added_split.split(text) if self._added_split else [text]
+        if len(parts) == 1:
+            return self._encoding.encode_ordinary(text)
+        out: list[int] = []
+        for k, part in enumerate(parts):
+            if k % 2:
+                out.append(self._added[part])
+            elif part:
+                out += self._encoding.encode_ordinary(part)
+        return out
 
     def _for_the_library(self, text: str) -> bool:
         """A lone surrogate (the library refuses it) or a byte without a token (the library drops it)."""
