@@ -173,6 +173,7 @@ class RunDaemons:
         key = (namespace, name)
         uid = (body.get("metadata") or {}).get("uid") or ""
         waker = self._wakers.setdefault(key, asyncio.Event())
+        watcher = asyncio.ensure_future(_set_when_stopped(stopped, waker))
         failures = 0
         try:
             while not stopped and uid not in self._deleted:
@@ -183,8 +184,9 @@ class RunDaemons:
                     delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
                 if delay is None:  # the run is gone
                     break
-                await _wait_any(waker, stopped, delay)
+                await _sleep(waker, delay)
         finally:
+            watcher.cancel()
             self._deleted.discard(uid)
             self._wakers.pop(key, None)
             self.metrics.forget(namespace, name)
@@ -241,17 +243,20 @@ def _names(body: Mapping[str, Any]) -> tuple[str, str]:
     return meta.get("namespace") or "", meta.get("name") or ""
 
 
-async def _wait_any(waker: asyncio.Event, stopped: Any, timeout: float) -> None:
-    tasks = {asyncio.ensure_future(waker.wait()), asyncio.ensure_future(stopped.wait())}
-    limit = None if math.isinf(timeout) else max(0.0, timeout)
-    try:
-        await asyncio.wait(tasks, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+async def _set_when_stopped(stopped: Any, waker: asyncio.Event) -> None:
+    """Wake the daemon when kopf stops it (one task per daemon, not one per sleep)."""
+    await stopped.wait()
+    waker.set()
+
+
+async def _sleep(waker: asyncio.Event, timeout: float) -> None:
+    """Until ``waker`` is set or ``timeout`` seconds passed (inf: no timeout)."""
+    if math.isinf(timeout):
+        await waker.wait()
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, timeout)):
+            await waker.wait()
 
 
 def _short(exc: BaseException) -> str:

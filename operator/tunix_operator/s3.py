@@ -3,9 +3,15 @@
 The operator polls one small JSON object per running run every few seconds. A botocore (or s3fs)
 client spends most of a request's CPU in its machinery (endpoint rules, parameter validation,
 event hooks, response parsing); here a request is one URL, one signature and one pooled HTTP
-exchange, with the pieces botocore itself uses (:class:`botocore.auth.S3SigV4Auth`, its credential
-chain, :class:`botocore.httpsession.URLLib3Session`). One :class:`S3Client` per (endpoint, region,
+exchange, with the pieces botocore itself uses (its SigV4 signer, its credential chain,
+:class:`botocore.httpsession.URLLib3Session`). One :class:`S3Client` per (endpoint, region,
 credentials), reused; thread-safe.
+
+An object's URL is signed once, as a presigned URL (SigV4 query authentication, what
+``generate_presigned_url`` makes), and reused for ``RESIGN_SECONDS`` (it is valid for
+``PRESIGN_SECONDS``), or until the credentials change (rotated keys, refreshed temporary
+credentials); the ``If-None-Match`` header is not signed, so the same URL serves every conditional
+GET. A request refused (401/403) with a reused URL is signed again and retried once.
 
 Addressing as botocore's: a custom endpoint (MinIO, Ceph, moto) is addressed path-style
 (``<endpoint>/<bucket>/<key>``); AWS virtual-hosted (``https://<bucket>.s3.<region>.amazonaws.com``)
@@ -14,7 +20,10 @@ unless the bucket name is not a DNS label (dots), then path-style.
 
 from __future__ import annotations
 
+import collections
 import re
+import threading
+import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +39,9 @@ import botocore.utils
 DEFAULT_REGION = "us-east-1"
 TIMEOUT_SECONDS = 10.0
 POOL_CONNECTIONS = 16
+PRESIGN_SECONDS = 3600  # a signed URL's validity
+RESIGN_SECONDS = 600  # a signed URL is reused this long (well within its validity)
+MAX_SIGNED_URLS = 100_000
 _DNS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
@@ -62,7 +74,12 @@ class S3Client:
             )
         else:
             credentials = session.get_credentials()
-        self._signer = botocore.auth.S3SigV4Auth(credentials, "s3", self.region) if credentials else None
+        self._credentials = credentials
+        self._signed: collections.OrderedDict[tuple[str, str], tuple[str, float, Any]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self.signatures = 0
         proxied = self.endpoint or f"https://s3.{self.region}.amazonaws.com"
         self._http = botocore.httpsession.URLLib3Session(
             proxies=botocore.utils.get_environ_proxies(proxied) or None,
@@ -87,19 +104,42 @@ class S3Client:
         bytes, FileNotFoundError (404), PermissionError (401/403), OSError (anything else).
         """
         headers = {"If-None-Match": etag} if etag else {}
-        for attempt in (1, 2):  # a pooled connection the server closed: once more on a new one
-            request = botocore.awsrequest.AWSRequest(method="GET", url=self.url(bucket, key), headers=headers)
-            if self._signer is not None:
-                self._signer.add_auth(request)
-            prepared = request.prepare()
-            prepared.stream_output = True
+        where = f"s3://{bucket}/{key}"
+        for attempt in (1, 2):  # a pooled connection the server closed, a stale URL: once more
+            url, reused = self._signed_url(bucket, key)
+            request = botocore.awsrequest.AWSPreparedRequest("GET", url, headers, None, True)
             try:
-                response = self._http.send(prepared)
-                return _answer(response, f"s3://{bucket}/{key}", limit)
+                return _answer(self._http.send(request), where, limit)
             except botocore.exceptions.HTTPClientError as exc:
                 if attempt == 2:
-                    raise OSError(f"s3://{bucket}/{key}: {type(exc).__name__}") from exc
+                    raise OSError(f"{where}: {type(exc).__name__}") from exc
+            except PermissionError:
+                if attempt == 2 or not reused:
+                    raise
+                with self._lock:
+                    self._signed.pop((bucket, key), None)
         raise AssertionError("unreachable")
+
+    def _signed_url(self, bucket: str, key: str) -> tuple[str, bool]:
+        """(the object's URL, presigned unless there are no credentials; whether it was reused)."""
+        url = self.url(bucket, key)
+        if self._credentials is None:
+            return url, False
+        frozen = self._credentials.get_frozen_credentials()  # refreshes temporary credentials
+        now = time.monotonic()
+        with self._lock:
+            cached = self._signed.get((bucket, key))
+        if cached is not None and cached[2] == frozen and now - cached[1] < RESIGN_SECONDS:
+            return cached[0], True
+        request = botocore.awsrequest.AWSRequest(method="GET", url=url)
+        botocore.auth.S3SigV4QueryAuth(frozen, "s3", self.region, expires=PRESIGN_SECONDS).add_auth(request)
+        self.signatures += 1
+        with self._lock:
+            self._signed[(bucket, key)] = (request.url, now, frozen)
+            self._signed.move_to_end((bucket, key))
+            while len(self._signed) > MAX_SIGNED_URLS:
+                self._signed.popitem(last=False)
+        return request.url, False
 
     def close(self) -> None:
         self._http.close()

@@ -208,3 +208,33 @@ def test_s3_objects_too_large_are_not_transferred(s3_endpoint: str) -> None:
     assert reads.read("s3://art/small/progress.json", options) == {"step": 1}  # the pool still works
     assert reads.read("s3://art/none/progress.json", options) is None
     assert reads.counts == {"read": 2, "missing": 1}
+
+
+def test_s3_urls_are_signed_as_botocores_presigned_urls_and_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+
+    import botocore.auth
+    import botocore.config
+
+    from tunix_operator.s3 import S3Client
+
+    monkeypatch.setattr(
+        botocore.auth, "get_current_datetime", lambda: datetime.datetime(2026, 11, 26, 3, 0, 0)
+    )
+    endpoint = "http://minio:9000"
+    creds = {"key": "AKIDEXAMPLE", "secret": "wJalrXUtnFEMI/K7MDENG", "token": None}
+    client = S3Client({**creds, "client_kwargs": {"endpoint_url": endpoint, "region_name": "eu-west-1"}})
+    url, reused = client._signed_url("art", "ns/r 1/progress.json")
+    botos = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id=creds["key"],
+        aws_secret_access_key=creds["secret"],
+        config=botocore.config.Config(signature_version="s3v4"),
+    )
+    expected = botos.generate_presigned_url(
+        "get_object", Params={"Bucket": "art", "Key": "ns/r 1/progress.json"}, ExpiresIn=3600
+    )
+    assert url == expected and not reused
+    assert client._signed_url("art", "ns/r 1/progress.json") == (url, True) and client.signatures == 1
