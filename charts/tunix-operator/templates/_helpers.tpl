@@ -52,7 +52,8 @@ RBAC: every permission the operator has is written here, once.
 part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separately.
 */}}
 {{- define "tunix-operator.rules" -}}
-# The TunixRun resources: watched by kopf, which patches in its finalizer and annotations;
+# The TunixRun resources: watched by kopf, which patches its annotations (and removes the finalizer
+# that operators before 2026-11-26 added);
 # the operator reconciles from the watched body and never reads a run by name.
 - apiGroups: ["tunix.dev"]
   resources: ["tunixruns"]
