@@ -377,6 +377,9 @@ def test_a_remote_array_record_shard_is_read_from_its_copy_in_the_cache(tmp_path
         copy = Path(source.shards[0].read_uri)
         assert copy.parent == cache and copy.read_bytes() == local.read_bytes()
         assert not list(cache.glob(".tmp-*"))
+        inode = copy.stat().st_ino
+        assert RecordSource(f"memory://{root}").shards[0].read_uri == str(copy)
+        assert copy.stat().st_ino == inode  # the next start reads the same copy: not copied again
         copy.unlink()  # the copy is the file read
         gone = rf"memory:///?{root}/d\.array_record: its copy .*{copy.name} disappeared while training"
         with pytest.raises(DataError, match=gone):
@@ -384,6 +387,24 @@ def test_a_remote_array_record_shard_is_read_from_its_copy_in_the_cache(tmp_path
         assert texts(RecordSource(f"memory://{root}")) == texts(source)  # copied again
     finally:
         fsspec.filesystem("memory").rm(f"/{root}", recursive=True)
+
+
+def test_array_record_shards_on_s3_through_moto(s3_bucket, tmp_path):
+    """A shard on S3 is copied once into the cache (the reader opens local files) and gives the
+    batches of the same file read locally."""
+    from tunix_api.training import DatasetSpec
+    from tunix_trainer.data import BatchIterator
+    from tunix_trainer.tokenizer import ByteTokenizer
+
+    local = write_array_record(tmp_path / "d.array_record", RECORDS)
+    fsspec.filesystem("s3").pipe(f"{s3_bucket}/ar/d.array_record", local.read_bytes())
+    remote = BatchIterator(
+        DatasetSpec(uri=f"{s3_bucket}/ar"), ByteTokenizer(), batch_size=2, seq_len=8, seed=1
+    )
+    near = BatchIterator(DatasetSpec(uri=str(local)), ByteTokenizer(), batch_size=2, seq_len=8, seed=1)
+    for _ in range(5):
+        assert np.array_equal(next(remote).inputs, next(near).inputs)
+    assert remote.checksum == near.checksum
 
 
 def test_an_array_record_with_large_groups_is_read_and_logged_once(tmp_path, caplog):
@@ -413,3 +434,12 @@ def test_threads_sharing_an_array_record_shard_get_their_own_records(tmp_path):
 
     with ThreadPoolExecutor(4) as pool:
         assert sorted(pool.map(check, range(8))) == list(range(8))
+
+
+def test_an_array_record_shard_without_the_package_is_a_data_error(tmp_path, monkeypatch):
+    import sys
+
+    path = write_array_record(tmp_path / "d.array_record", RECORDS)
+    monkeypatch.setitem(sys.modules, "array_record.python.array_record_module", None)  # not installed
+    with pytest.raises(DataError, match=r"d\.array_record: reading ArrayRecord shards needs the array-"):
+        RecordSource(str(path))

@@ -40,8 +40,10 @@ def is_array_record(uri: str) -> bool:
 def open_reader(path: str, uri: str) -> Any:
     """An ``ArrayRecordReader`` of the local file ``path`` (shard ``uri``); ``DataError`` when it is
     not a complete ArrayRecord file (truncated, or not one at all)."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
+    try:
+        from array_record.python.array_record_module import ArrayRecordReader
+    except ImportError as exc:
+        raise DataError(f"{uri}: reading ArrayRecord shards needs the array-record package ({exc})") from None
     try:
         reader = ArrayRecordReader(path, READER_OPTIONS, file_reader_buffer_size=_BUFFER)
     except (RuntimeError, ValueError) as exc:
