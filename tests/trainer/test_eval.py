@@ -20,9 +20,10 @@ from tests.trainer.conftest import SMALL_MODEL, SMALL_TRAINING, read_jsonl, stop
 from tunix_api.training import DatasetSpec, ModelSpec, TrainingSpec
 from tunix_trainer.config import load_run
 from tunix_trainer.data_eval import EvalBatches
+from tunix_trainer.data_records import DataError
 from tunix_trainer.devices import make_mesh
 from tunix_trainer.errors import PreemptedError
-from tunix_trainer.evaluation import Evaluator, host_batches, is_due
+from tunix_trainer.evaluation import EvalTracker, Evaluator, host_batches, is_due
 from tunix_trainer.loop import train
 from tunix_trainer.losses import softmax_cross_entropy
 from tunix_trainer.metric_store import MetricStore, merge_records
@@ -215,6 +216,23 @@ def test_the_forward_pass_compiles_once_and_leaves_the_state_to_the_train_step(s
     assert second.loss == third.loss != first.loss
 
 
+def test_too_little_data_is_decided_on_the_tokens_of_all_processes():
+    """Each process holds its rows of every batch; ``gather`` sums every process's target tokens,
+    so one process with too few rows of its own does not fail alone (and hang the other)."""
+    rows = {"inputs": np.zeros((2, 8), np.int32), "targets": np.zeros((2, 8), np.int32)}
+    mine = type("B", (), {**rows, "loss_mask": np.zeros((2, 8), np.float32)})()  # padding rows
+    seen: list[np.ndarray] = []
+
+    def gather(local: np.ndarray) -> np.ndarray:  # the other process holds 8 target tokens
+        seen.append(local)
+        return np.concatenate([np.asarray([8], np.int64), local])
+
+    assert len(host_batches([mine], None, "eval.jsonl", 8, gather)) == 1
+    assert seen[0].tolist() == [0]
+    with pytest.raises(DataError, match=r"eval\.jsonl: the evaluation data holds 8 target tokens"):
+        host_batches([mine], None, "eval.jsonl", 9, gather)  # every process raises the same
+
+
 def test_evaluation_is_due_at_0_every_n_and_at_the_end():
     assert [s for s in range(11) if is_due(s, 10, 3)] == [0, 3, 6, 9, 10]
     assert [s for s in range(11) if is_due(s, 10, None)] == [0, 10]
@@ -271,6 +289,103 @@ def test_keep_best_keeps_and_exports_the_checkpoint_of_the_lowest_eval_loss(tmp_
     exported = load_file(str(art / "model" / "model.safetensors"))["model.embed_tokens.weight"]
     assert np.array_equal(exported, _embedding(load_run(config), art / "ckpt" / "best", 4))
     assert not np.array_equal(exported, _embedding(load_run(config), art / "ckpt", 8))
+
+
+_REAL_EVALUATE = EvalTracker.evaluate
+
+
+def _script(monkeypatch, losses: dict[int, float | Exception]) -> None:
+    """Evaluations return the loss ``losses`` gives for their step (raise it when an exception)."""
+    from tunix_trainer import evaluation
+
+    real_evaluate = _REAL_EVALUATE  # not a scripted one patched in earlier
+
+    def scripted_evaluate(self, step, state, now):
+        scripted, real = losses[step], self.evaluator
+        if isinstance(scripted, Exception):
+            raise scripted
+
+        def evaluator(s):
+            result = real(s)
+            return evaluation.EvalResult(scripted, result.tokens, result.batches, result.seconds)
+
+        self.evaluator = evaluator
+        try:
+            return real_evaluate(self, step, state, now)
+        finally:
+            self.evaluator = real
+
+    monkeypatch.setattr(evaluation.EvalTracker, "evaluate", scripted_evaluate)
+
+
+def test_keep_best_exports_the_best_named_by_the_resumed_checkpoint(tmp_path, monkeypatch, capsys):
+    """A new best (step 6) after the last checkpoint (4, whose best is step 2), then a crash: the
+    resumed run (here a changed config: other losses) never beats step 2's loss, so step 2's state
+    is the best its records show, and it is the one exported (its checkpoint was kept while
+    checkpoint 4 named it)."""
+    from safetensors.numpy import load_file
+
+    config = _write(tmp_path, checkpoint={"saveIntervalSteps": 4, "maxToKeep": 2, "keepBest": True})
+    art = tmp_path / "art"
+    _script(monkeypatch, {0: 5.0, 2: 3.0, 4: 4.0, 6: 2.0, 8: RuntimeError("node lost")})
+    with pytest.raises(RuntimeError, match="node lost"):
+        train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ckpt"))
+    best_dir = art / "ckpt" / "best"
+    assert sorted(p.name for p in best_dir.iterdir() if p.name.isdigit()) == ["2", "6"]
+    _script(monkeypatch, {4: 4.0, 6: 3.5, 8: 3.2})
+    capsys.readouterr()
+    summary = train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ckpt"))
+    assert (summary["best_eval_step"], summary["best_eval_loss"]) == (2, 3.0)
+    assert summary["model_step"] == 2
+    assert [p.name for p in best_dir.iterdir() if p.name.isdigit()] == ["2"]  # 6 went with its record
+    assert "exported the best checkpoint (step 2, eval loss 3)" in capsys.readouterr().err
+    exported = load_file(str(art / "model" / "model.safetensors"))["model.embed_tokens.weight"]
+    assert np.array_equal(exported, _embedding(load_run(config), best_dir, 2))
+
+
+def test_keep_best_without_the_best_checkpoint_exports_the_final_state_and_says_so(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    config = _write(tmp_path, checkpoint={"saveIntervalSteps": 4, "maxToKeep": 2, "keepBest": True})
+    art = tmp_path / "art"
+    _script(monkeypatch, {0: 5.0, 2: 3.0, 4: 4.0, 6: 3.5, 8: RuntimeError("node lost")})
+    with pytest.raises(RuntimeError):
+        train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ckpt"))
+    shutil.rmtree(art / "ckpt" / "best" / "2")  # lost (an older resume point's best is not kept)
+    _script(monkeypatch, {4: 4.0, 6: 3.5, 8: 3.2})
+    capsys.readouterr()
+    summary = train(load_run(config), artifacts_uri=str(art), checkpoint_uri=str(art / "ckpt"))
+    assert (summary["best_eval_step"], summary["model_step"]) == (2, 8)
+    err = capsys.readouterr().err
+    assert "the best evaluation (step 2, eval loss 3) has no checkpoint in" in err, err
+    assert "exported the final state (step 8)" in err
+
+
+def test_a_failed_setup_closes_everything_it_opened(tmp_path, monkeypatch):
+    """A failure after the keepBest checkpointer was created closes it, the run's checkpointer and
+    the data pipeline (their threads and worker processes), and the error comes through as it was."""
+    from tunix_trainer import loop
+    from tunix_trainer.checkpoint import Checkpointer
+    from tunix_trainer.data import BatchIterator
+
+    closed: list[str] = []
+    real_close, real_data_close = Checkpointer.close, BatchIterator.close
+    monkeypatch.setattr(Checkpointer, "close", lambda self: (closed.append(self.uri), real_close(self))[1])
+    monkeypatch.setattr(
+        BatchIterator, "close", lambda self: (closed.append("data"), real_data_close(self))[1]
+    )
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("provenance unavailable")
+
+    monkeypatch.setattr(loop, "make_provenance", fail)
+    config = _write(tmp_path, checkpoint={"saveIntervalSteps": 4, "maxToKeep": 2, "keepBest": True})
+    ckpt = str(tmp_path / "art" / "ckpt")
+    with pytest.raises(RuntimeError, match="provenance unavailable"):
+        train(load_run(config), artifacts_uri=str(tmp_path / "art"), checkpoint_uri=ckpt)
+    assert closed == [f"{ckpt}/best", ckpt, "data"]  # the reverse of the order they were opened
 
 
 def _embedding(run, directory: Path, step: int) -> np.ndarray:

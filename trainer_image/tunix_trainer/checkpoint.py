@@ -339,6 +339,12 @@ class Checkpointer:
         """Delete the checkpoints of steps after ``step`` (training goes on from ``step``)."""
         self._delete([s for s in self.all_steps() if s > step])
 
+    def retain(self, steps: set[int]) -> None:
+        """Delete every checkpoint whose step is not in ``steps``, once the saves started are durable
+        (the keepBest checkpoints: ``tunix_trainer.evaluation.EvalTracker``)."""
+        self.wait()
+        self._delete([s for s in self.all_steps() if s not in steps])
+
     # -- internals -----------------------------------------------------------------------------
     def _save_now(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         if self._mirror is not None:
