@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import json
+import multiprocessing
 import pickle
 import random
 import unicodedata
@@ -140,7 +142,13 @@ def test_smollm2_tokenizer_same_ids_and_picklable():
     copy = pickle.loads(pickle.dumps(tokenizer))  # as a data worker process gets it
     assert copy._fast is not None
     records = [("What is 2 + 2?", "4."), ("", "plain text 42"), ("", texts[0])]
-    assert copy.encode_examples(records) == tokenizer.encode_examples(records)
+    expected = tokenizer.encode_examples(records)
+    assert copy.encode_examples(records) == expected
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:  # dataset.workers
+        assert pool.submit(tokenizer.encode_examples, records).result(timeout=240) == expected
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:  # tiktoken runs without the GIL
+        assert list(pool.map(fast.encode, texts[:400])) == [fast.encode(t) for t in texts[:400]]
     tokenizer._fast = None  # the library's batch path
     assert copy.encode_examples(records) == tokenizer.encode_examples(records)
 
