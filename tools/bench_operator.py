@@ -556,6 +556,71 @@ class Bench:
         return result
 
 
+def s3_read_cost(objects: int, rounds: int) -> dict[str, Any]:
+    """CPU of one progress read (``JsonReads.read``, in this process) against moto in its own process:
+    unchanged objects (conditional GET answered 304) and changed ones (200 with the body).
+
+    Run with ``PYTHONPATH=<checkout>/operator:<checkout>/api`` to measure another checkout's reader.
+    """
+    import boto3
+
+    from tunix_operator.storage import JsonReads  # the operator's, or PYTHONPATH's
+
+    port = free_port()
+    code = (
+        "import time; from moto.server import ThreadedMotoServer as S; "
+        f"s = S(ip_address='127.0.0.1', port={port}, verbose=False); s.start(); time.sleep(1e9)"
+    )
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    moto = subprocess.Popen([sys.executable, "-c", code], **quiet)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                s3.create_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        keys = [f"r{i}/progress.json" for i in range(objects)]
+        options = {"key": "bench", "secret": "bench", "client_kwargs": {"endpoint_url": endpoint}}
+        reads = JsonReads()
+
+        def put(step: int) -> None:
+            for key in keys:
+                s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps({"step": step}).encode())
+
+        def read_all() -> float:
+            started = time.process_time()
+            for key in keys:
+                assert reads.read(f"s3://{BUCKET}/{key}", options) is not None
+            return time.process_time() - started
+
+        put(0)
+        read_all()  # the client is built and every ETag known
+        unchanged = sum(read_all() for _ in range(rounds))
+        changed = 0.0
+        for step in range(1, rounds + 1):
+            put(step)
+            changed += read_all()
+        n = objects * rounds
+        return {
+            "reader": sys.modules[JsonReads.__module__].__file__,
+            "objects": objects,
+            "rounds": rounds,
+            "cpu_ms_per_read_unchanged": round(1000 * unchanged / n, 3),
+            "cpu_ms_per_read_changed": round(1000 * changed / n, 3),
+            "counts": dict(reads.counts),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        }
+    finally:
+        moto.terminate()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -574,7 +639,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument(
+        "--s3-read-only", action="store_true", help="only the CPU of one S3 progress read (no cluster)"
+    )
     args = parser.parse_args(argv)
+    if args.s3_read_only:
+        print(json.dumps(s3_read_cost(objects=40, rounds=10), indent=2))
+        return 0
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-operator-"))
     bench = Bench(args, workdir)
     try:
