@@ -133,8 +133,8 @@ class S3Client:
             return cached[0], True
         request = botocore.awsrequest.AWSRequest(method="GET", url=url)
         botocore.auth.S3SigV4QueryAuth(frozen, "s3", self.region, expires=PRESIGN_SECONDS).add_auth(request)
-        self.signatures += 1
         with self._lock:
+            self.signatures += 1
             self._signed[(bucket, key)] = (request.url, now, frozen)
             self._signed.move_to_end((bucket, key))
             while len(self._signed) > MAX_SIGNED_URLS:
