@@ -9,8 +9,9 @@ Each case is ``PRESET:bBATCH:tSEQ`` followed by optional ``:key=value`` items: `
 (gradAccumSteps), ``ckpt=N`` (``--checkpoint-cost N``), ``profile=1`` (``--profile``, summarised
 with ``tools/profile_summary.py``), ``pretrained=DIR`` (``spec.model.pretrained.uri``: the shape
 from that Hugging Face directory's config.json; PRESET is then only the case's label), ``lora=R``
-(``spec.training.lora`` of rank R on all seven projections; MFU then still counts 6 x parameters
-FLOP per token, so compare step times), and any
+(``spec.training.lora`` of rank R on all seven projections: only the adapters train, and the table's
+"opt" column and ``benchmark.json``'s ``trainState`` show their optimizer state; MFU then still
+counts 6 x parameters FLOP per token, so compare step times), and any
 UPPER-CASE name as an environment variable of that run only (``XLA_FLAGS=...``). Every case runs
 ``examples/benchmark.yaml`` with those fields replaced, in its own process (so compile caches and
 XLA flags never leak between cases). Output in ``DIR``: ``sweep.jsonl`` (one line per case: the
@@ -136,16 +137,18 @@ def run_case(case: Case, out: Path, warmup: int, steps: int, device: str, log) -
 def table_row(record: dict) -> str:
     bench = record.get("benchmark")
     if not bench:
-        return f"| {record['case']} | exit {record['exitCode']} | | | | | | |"
+        return f"| {record['case']} | exit {record['exitCode']} | | | | | | | |"
     mfu, memory = bench.get("mfu"), bench.get("peakMemoryBytes")
     ckpt = bench.get("checkpoint") or {}
     overhead = ckpt.get("amortizedOverheadPercent")
+    optimizer = (bench.get("trainState") or {}).get("optimizerBytes")
     return (
         f"| {record['case']} | {bench['compileSeconds']:.1f} | {bench['stepTime']['p50Ms']:.2f} | "
         f"{bench['steadyState']['stepTimeMs']:.2f} | {bench['tokensPerSecond']:,.0f} | "
         f"{'-' if mfu is None else f'{100 * mfu:.1f}%'} | "
         f"{'-' if memory is None else f'{memory / 2**30:.1f} GiB'} | "
-        f"{'-' if overhead is None else f'{overhead:.3f}'} |"
+        f"{'-' if overhead is None else f'{overhead:.3f}'} | "
+        f"{'-' if optimizer is None else f'{optimizer / 2**20:,.1f} MiB'} |"
     )
 
 
@@ -166,8 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink.flush()
             records.append(record)
             print(table_row(record), flush=True)
-    print("| case | compile s | p50 ms | steady ms | tokens/s | MFU | peak mem | ckpt overhead % |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | compile s | p50 ms | steady ms | tokens/s | MFU | peak mem | ckpt overhead % | opt |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for record in records:
         print(table_row(record))
     return 0 if all(r["exitCode"] == 0 for r in records) else 1

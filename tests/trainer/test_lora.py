@@ -326,3 +326,44 @@ def test_merge_adapters_without_lora_is_refused(tmp_path):
     del doc["spec"]["training"]["lora"]
     with pytest.raises(ConfigError, match=r"export\.mergeAdapters needs training\.lora"):
         load_run(yaml.safe_dump(doc))
+
+
+def test_a_lora_benchmark_trains_only_the_adapters_and_reports_their_optimizer_state(tmp_path, capsys):
+    """``tunix-bench`` (and so ``tools/bench_sweep.py``'s ``lora=R`` cases) runs the LoRA step:
+    benchmark.json's trainState counts the adapters as the trained parameters and holds AdamW's
+    moments for them alone (two float32 arrays each, plus scalar step counters)."""
+    import copy
+
+    from tests.trainer.test_bench import TINY_BENCH
+    from tunix_api.training import ModelSpec
+    from tunix_trainer.bench import main
+    from tunix_trainer.model import resolve_model_config
+    from tunix_trainer.tokenizer import ByteTokenizer
+
+    lora = {"rank": 4, "alpha": 8.0, "targetModules": ALL_TARGETS}
+    states = {}
+    for name, spec in (("full", None), ("lora", lora)):
+        doc = copy.deepcopy(TINY_BENCH)
+        doc["spec"]["benchmark"] = {"warmupSteps": 1, "measureSteps": 2}
+        if spec is not None:
+            doc["spec"]["training"]["lora"] = spec
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        out = tmp_path / name
+        assert main(["--config", str(config), "--artifacts-uri", str(out), "--json"]) == 0
+        states[name] = json.loads((out / "benchmark.json").read_text())["trainState"]
+        assert "train state" not in capsys.readouterr().out  # --json: the document only
+    cfg = resolve_model_config(
+        ModelSpec(preset="tiny"),
+        tokenizer_vocab_size=ByteTokenizer().vocab_size,
+        compute_dtype="float32",
+        param_dtype="float32",
+    )
+    adapters = count_adapter_params(cfg, LoraSpec.model_validate(lora))
+    full, low_rank = states["full"], states["lora"]
+    assert full["trainedParameters"] == full["parameters"]
+    assert low_rank["trainedParameters"] == adapters == low_rank["parameters"] - full["parameters"]
+    for state in (full, low_rank):
+        moments = 2 * 4 * state["trainedParameters"]  # AdamW's mu and nu, float32
+        assert moments <= state["optimizerBytes"] < moments + 64  # + a few int32 step counters
+    print(f"optimizer state: full {full['optimizerBytes']:,} B, LoRA r=4 {low_rank['optimizerBytes']:,} B")

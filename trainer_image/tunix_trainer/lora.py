@@ -142,6 +142,27 @@ def with_checkpointed(state: nnx.State, saved: nnx.State, training: TrainingSpec
     return join_frozen(split_frozen(state)[0], saved) if training.lora is not None else saved
 
 
+def state_sizes(state: nnx.State, training: TrainingSpec) -> dict[str, int]:
+    """The sizes of a train state (``nnx.state((model, optimizer))``): its parameters, those the
+    optimizer trains (the adapters under LoRA), and the bytes of the parameters and of the
+    optimizer state (AdamW's moments of what it trains, and its step counters)."""
+    model, optimizer = state[0], state[1]
+    params = nnx.filter_state(model, nnx.Param)
+
+    def count(tree: Any) -> int:
+        return sum(x.size for x in jax.tree.leaves(tree))
+
+    def nbytes(tree: Any) -> int:
+        return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+    return {
+        "parameters": count(params),
+        "trained_parameters": count(nnx.filter_state(model, trainable(training))),
+        "parameter_bytes": nbytes(params),
+        "optimizer_bytes": nbytes(optimizer),
+    }
+
+
 def count_adapter_params(cfg: ModelConfig, spec: LoraSpec) -> int:
     """Parameters of the adapters: ``n_layers * sum over targets of r * (in + out)``."""
     shapes = projection_shapes(cfg)

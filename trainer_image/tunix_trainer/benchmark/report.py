@@ -63,6 +63,7 @@ class BenchmarkResult:
     profile_dir: str | None = None
     created_at: str | None = None
     checkpoint: CheckpointCost | None = None  # ``--checkpoint-cost``; benchmark.json and table only
+    state_sizes: dict[str, int] | None = None  # ``lora.state_sizes``; benchmark.json and table only
 
     @property
     def steps_per_second(self) -> float:
@@ -155,9 +156,21 @@ class BenchmarkResult:
             "peakMemoryBytes": self.peak_memory_bytes,
             "profileDir": self.profile_dir,
             "checkpoint": self.checkpoint.to_json() if self.checkpoint is not None else None,
+            "trainState": _train_state_json(self.state_sizes),
             "versions": dict(self.versions),
             "status": benchmark_status(self).to_wire(),  # what status.benchmark holds
         }
+
+
+def _train_state_json(sizes: dict[str, int] | None) -> dict[str, int] | None:
+    if sizes is None:
+        return None
+    return {
+        "parameters": sizes["parameters"],
+        "trainedParameters": sizes["trained_parameters"],
+        "parameterBytes": sizes["parameter_bytes"],
+        "optimizerBytes": sizes["optimizer_bytes"],
+    }
 
 
 def _round(value: float | None, digits: int) -> float | None:
@@ -263,5 +276,15 @@ def format_table(result: BenchmarkResult) -> str:
         rows.append(("profile", result.profile_dir))
     if result.checkpoint is not None:
         rows.append(("checkpoint save", format_checkpoint_cost(result.checkpoint)))
+    if result.state_sizes is not None:
+        sizes = result.state_sizes
+        rows.append(
+            (
+                "train state",
+                f"{sizes['trained_parameters']:,} of {sizes['parameters']:,} params trained; "
+                f"params {format_bytes(sizes['parameter_bytes'])}, "
+                f"optimizer state {format_bytes(sizes['optimizer_bytes'])}",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -32,6 +32,7 @@ from tunix_trainer.data import SyntheticBatches
 from tunix_trainer.devices import make_mesh, select_devices
 from tunix_trainer.errors import ConfigError, PreemptedError
 from tunix_trainer.loop import dataset_batches, dataset_tokenizer, model_config
+from tunix_trainer.lora import state_sizes
 from tunix_trainer.model import count_params, flops_per_token
 from tunix_trainer.tokenizer import ByteTokenizer
 from tunix_trainer.train_step import check_batch_layout, init_train_state, make_train_step, put_batch
@@ -142,6 +143,7 @@ def run_benchmark(
         profile_dir=profile_target if profile_steps else None,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         checkpoint=checkpoint_cost,
+        state_sizes=state_sizes(state, training),  # under LoRA: the adapters and their optimizer state
     )
 
 
