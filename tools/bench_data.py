@@ -2,7 +2,8 @@
 
     python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--datasets DIR,...] [--workdir DIR]
     python tools/bench_data.py throughput [--tokenizer byte,smollm2,MODEL_DIR] [--workers 0,1,2,4,8]
-        [--threads 1,2,4] [--seconds 20] [--seeded-tokens 25e6] [--text-dir DIR] [--json OUT.json]
+        [--threads 1,2,4] [--data-threads 1,2] [--no-encoder] [--seconds 20] [--seeded-tokens 25e6]
+        [--text-dir DIR] [--json OUT.json]
     python tools/bench_data.py train-wait examples/run.yaml [--steps N]
     python tools/bench_data.py first-batch --uri DATASET [--batches 200]     (one child measurement)
 
@@ -252,12 +253,15 @@ def _cpu_seconds() -> tuple[float, float]:
     return sum(me.cpu_times()[:2]), workers
 
 
-def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float) -> dict[str, float]:
-    """Tokens/s the pipeline serves to a consumer that only takes batches."""
+def pipeline(
+    uri: str, tokenizer: Any, workers: int, seconds: float, threads: int | None = None
+) -> dict[str, float]:
+    """Tokens/s the pipeline serves to a consumer that only takes batches (``threads``: of the
+    in-process path, workers 0; None: the derived default)."""
     from tunix_api.training import DatasetSpec
     from tunix_trainer.data import BatchIterator
 
-    data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, workers=workers, **SHAPE)
+    data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, workers=workers, threads=threads, **SHAPE)
     try:
         started = time.perf_counter()
         next(data)
@@ -288,6 +292,8 @@ def throughput(
     workdir: Path,
     text_dir: str | None,
     seeded_tokens: float,
+    data_threads: list[int] | None = None,
+    no_encoder: bool = False,
 ) -> list[dict[str, Any]]:
     datasets = {"seeded": seed_text(workdir, seeded_tokens)[0]}
     if text_dir:
@@ -301,25 +307,27 @@ def throughput(
     for name in tokenizers:
         tokenizer = load_tokenizer(name)
         for label, uri in datasets.items():
-            emit(
-                {"tokenizer": name, "dataset": label, **encoder_alone(str(uri), tokenizer, seconds, threads)}
-            )
-            emit(
-                {
-                    "tokenizer": name,
-                    "dataset": label,
-                    "one_core_tokens_per_cpu_second": round(one_core(str(uri), tokenizer, seconds)),
-                }
-            )
-            for n in workers:
+            if not no_encoder:
                 emit(
                     {
                         "tokenizer": name,
                         "dataset": label,
-                        "workers": n,
-                        **pipeline(str(uri), tokenizer, n, seconds),
+                        **encoder_alone(str(uri), tokenizer, seconds, threads),
                     }
                 )
+            one = one_core(str(uri), tokenizer, seconds)
+            emit({"tokenizer": name, "dataset": label, "one_core_tokens_per_cpu_second": round(one)})
+            for n in workers:
+                for k in (data_threads or [None]) if n == 0 else [None]:
+                    emit(
+                        {
+                            "tokenizer": name,
+                            "dataset": label,
+                            "workers": n,
+                            **({"threads": k} if k else {}),
+                            **pipeline(str(uri), tokenizer, n, seconds, k),
+                        }
+                    )
     return rows
 
 
@@ -398,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--workers", default="0,1,2", help="pipeline worker processes to measure")
     t.add_argument("--threads", default="1,2", help="threads of one process running the encoder alone")
+    t.add_argument("--data-threads", default="", help="threads of the in-process path (workers 0) to measure")
+    t.add_argument("--no-encoder", action="store_true", help="skip the encoder-alone and one-core rows")
     t.add_argument("--seconds", type=float, default=20.0)
     t.add_argument(
         "--seeded-tokens", type=float, default=25e6, help="size of the seeded dataset (byte tokens)"
@@ -434,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir,
             args.text_dir,
             args.seeded_tokens,
+            [int(x) for x in args.data_threads.split(",") if x],
+            args.no_encoder,
         )
         if args.json:
             machine = {"cpus": os.cpu_count(), "load_before": load, "load_after": os.getloadavg()}

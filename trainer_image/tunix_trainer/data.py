@@ -12,6 +12,7 @@ This module needs NumPy and fsspec only (no JAX).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
 
 _CHUNK = 1 << 20
-RECORDS_PER_CHUNK = 32  # records per work item: one batched tokenizer call
+CHUNK_BYTES = 1 << 18  # dataset bytes of a work item (one batched tokenizer call) at most
+READ_AHEAD_BYTES = 1 << 25  # dataset bytes of all the work items in flight at most
+MAX_RECORDS_PER_CHUNK = 4096
 __all__ = [
     "Batch",
     "BatchIterator",
@@ -81,6 +84,23 @@ def _batch(rows: np.ndarray, weights: np.ndarray) -> Batch:
     )
 
 
+def chunk_records(source: RecordSource, lanes: int, prefetch: int) -> int:
+    """Records per work item: about ``CHUNK_BYTES`` of the dataset (fewer when ``lanes`` lanes each
+    holding ``prefetch + 1`` chunks would pass ``READ_AHEAD_BYTES``), from its mean record size.
+    Long documents make small chunks (a quick first batch), short ones big chunks (the per-chunk
+    work amortised). Only the work is grouped by it: the batches do not depend on it."""
+    mean = sum(shard.size for shard in source.shards) / max(len(source), 1)
+    budget = min(CHUNK_BYTES, READ_AHEAD_BYTES // max(lanes * (prefetch + 1), 1))
+    return int(np.clip(budget // max(mean, 1.0), 1, MAX_RECORDS_PER_CHUNK))
+
+
+def data_threads() -> int:
+    """Threads that read and tokenize when ``workers`` is 0: a quarter of this process's cores,
+    1 to 4 (the rest are the trainer's)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores // 4))
+
+
 class BatchIterator:
     """Endless iterator of this host's rows of each global ``Batch`` over a dataset (``data_stream``).
 
@@ -118,7 +138,8 @@ class BatchIterator:
         gather: Gather | None = None,
         workers: int = 0,
         prefetch: int = 2,
-        records_per_chunk: int = RECORDS_PER_CHUNK,
+        records_per_chunk: int | None = None,
+        threads: int | None = None,
     ):
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
@@ -147,7 +168,7 @@ class BatchIterator:
             tokenizer,
             lanes=self.lanes,
             batch_size=batch_size,
-            records_per_chunk=records_per_chunk,
+            records_per_chunk=records_per_chunk or chunk_records(self.source, len(self.lanes), prefetch),
         )
         self._stream = LaneStream(
             reader,
@@ -156,6 +177,7 @@ class BatchIterator:
             pad_id=tokenizer.pad_id,
             workers=workers,
             prefetch=prefetch,
+            threads=data_threads() if threads is None else threads,
         )
         self._gather = gather
         self._served = 0

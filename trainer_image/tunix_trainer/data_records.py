@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -131,12 +132,8 @@ def encode_records(
             for prompt, completion in records
         ]
     pieces = [ids for example in examples for ids in example]
-    piece_lengths = np.fromiter((len(ids) for ids in pieces), dtype=np.int64, count=len(pieces))
-    tokens = (
-        np.concatenate([np.asarray(ids, dtype=np.int32) for ids in pieces])
-        if pieces
-        else np.zeros(0, np.int32)
-    )
+    piece_lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    tokens = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=int(piece_lengths.sum()))
     weights = np.repeat(np.tile(np.asarray([0, 1], np.uint8), len(examples)), piece_lengths)
     return tokens, weights, piece_lengths.reshape(-1, 2).sum(axis=1)
 

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -439,6 +440,7 @@ class RecordSource:
         self._handles: dict[int, Any] = {}  # open shards, per process
         self._index: dict[int, tuple[int, int]] = {}  # open index files, per process
         self._groups: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._lock = threading.RLock()  # opening files, and seek + read of a shared remote file
         self.format = DatasetFormat.AUTO
         self._origin = "from dataset.format"
         if fmt != DatasetFormat.AUTO:
@@ -460,8 +462,44 @@ class RecordSource:
                 return values
         return record_values(raw, self.format, where, self._origin)  # raises, naming the line
 
+    def records(self, indices: Iterable[int]) -> list[Record]:
+        """``[self[i] for i in indices]``, with the per-record work of a JSONL shard kept lean (what a
+        chunk of the training stream reads)."""
+        out: list[Record] = []
+        keys, first = self._keys, self._keys[0]
+        for index in indices:
+            shard_index, local = self._locate(int(index))
+            if self.shards[shard_index].kind not in LINE_KINDS:
+                out.append(self[int(index)])
+                continue
+            start, end = self._span(shard_index, local)
+            data = self._read(shard_index, start, end - start)
+            try:
+                raw = json.loads(data.decode("utf-8"))
+            except (ValueError, RecursionError):  # the slow path names the line
+                out.append(self[int(index)])
+                continue
+            # a lone surrogate can only come from a \u escape: check the values only then
+            if type(raw) is dict and (b"\\u" not in data or _plain_values(raw, keys) is not None):
+                if len(keys) == 1:
+                    value = raw.get(first)
+                    if type(value) is str:
+                        out.append(("", value))
+                        continue
+                else:
+                    prompt, completion = raw.get(first), raw.get(keys[1])
+                    if type(prompt) is str and type(completion) is str:
+                        out.append((prompt, completion))
+                        continue
+            out.append(self[int(index)])  # raises, naming the line
+        return out
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_handles": {}, "_groups": OrderedDict(), "_index": {}}
+        return {**self.__dict__, "_handles": {}, "_groups": OrderedDict(), "_index": {}, "_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         for handle in self._handles.values():
@@ -486,7 +524,8 @@ class RecordSource:
         shard_index, local = self._locate(index)
         shard = self.shards[shard_index]
         if shard.kind == "parquet":
-            return self._parquet_row(shard_index, local)
+            with self._lock:  # its row-group cache is shared by the threads of a process
+                return self._parquet_row(shard_index, local)
         if shard.kind == "array_record":
             return self._handle(shard_index).read(local)
         start, end = self._span(shard_index, local)
@@ -511,7 +550,10 @@ class RecordSource:
             return int(shard.starts[local]), shard.size if last else int(shard.starts[local + 1])
         index = self._index.get(shard_index)
         if index is None:
-            index = self._index[shard_index] = _open_index(shard)
+            with self._lock:
+                index = self._index.get(shard_index)
+                if index is None:
+                    index = self._index[shard_index] = _open_index(shard)
         fd, data_offset = index
         raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
         values = np.frombuffer(raw, dtype=np.uint64)
@@ -529,7 +571,10 @@ class RecordSource:
         """The shard's open file (this process's): a descriptor, an fsspec file or a ShardReader."""
         handle = self._handles.get(shard_index)
         if handle is None:
-            handle = self._handles[shard_index] = self._open(self.shards[shard_index])
+            with self._lock:
+                handle = self._handles.get(shard_index)
+                if handle is None:
+                    handle = self._handles[shard_index] = self._open(self.shards[shard_index])
         return handle
 
     def _read(self, shard_index: int, offset: int, length: int) -> bytes:
@@ -539,8 +584,9 @@ class RecordSource:
             if isinstance(handle, int):
                 data = os.pread(handle, length, offset)
             else:
-                handle.seek(offset)
-                data = handle.read(length)
+                with self._lock:
+                    handle.seek(offset)
+                    data = handle.read(length)
         except FileNotFoundError:
             raise DataError(f"{shard.uri}: the dataset shard disappeared while training") from None
         except OSError as exc:

@@ -151,9 +151,11 @@ class ChunkReader:
         return lane + self.batch_size * docs
 
     def __call__(self, slot: int, chunk: int) -> Chunk:
-        records = [self.source[int(i)] for i in self.order(self.positions(int(self.lanes[slot]), chunk))]
+        records = self.source.records(self.order(self.positions(int(self.lanes[slot]), chunk)).tolist())
         tokens, weights, lengths = encode_records(records, self.tokenizer)
-        return Chunk(tokens, weights, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        starts = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return Chunk(tokens, weights, starts)
 
 
 class Lane:
@@ -231,12 +233,14 @@ class LaneStream:
         pad_id: int,
         workers: int = 0,
         prefetch: int = 4,
+        threads: int = 1,
     ):
         self.reader = reader
         self.width = seq_len + 1
         self.packing = packing
         self.pad_id = pad_id
         self.workers = workers
+        self.threads = threads
         self.prefetch = prefetch
         self.lanes = [Lane(reader.records_per_chunk) for _ in reader.lanes]
         self._pool: concurrent.futures.Executor | None = None
@@ -296,17 +300,27 @@ class LaneStream:
 
     # -- work items -------------------------------------------------------------------------------
     def _fetch(self, slot: int, chunk: int) -> Chunk:
-        """Chunk ``chunk`` of lane ``slot``, and the next ``prefetch`` of that lane set in motion."""
+        """Chunk ``chunk`` of lane ``slot``, and the next ``prefetch`` of that lane set in motion.
+
+        Work is queued first-in first-out: the chunk every lane needs next goes in before any lane's
+        read-ahead, so the first batch (and the first after a restore) waits for one chunk a lane."""
         if self._pool is None:
-            self._pool = start_pool(self.reader, self.workers)
-        # a worker process holds its reader (sent once); a thread is handed this stream's own
-        task = _read_chunk if self.workers > 0 else self.reader
+            self._pool = start_pool(self.reader, self.workers, self.threads)
+        for other, lane in enumerate(self.lanes):
+            if lane.chunk is None:
+                self._submit(other, lane.chunk_index)
         for ahead in range(chunk, chunk + self.prefetch + 1):
-            if (slot, ahead) not in self._pending:
-                self._pending[(slot, ahead)] = self._pool.submit(task, slot, ahead)
+            self._submit(slot, ahead)
         for key in [k for k in self._pending if k[0] == slot and k[1] < chunk]:
             self._pending.pop(key).cancel()
         return self._pending.pop((slot, chunk)).result()
+
+    def _submit(self, slot: int, chunk: int) -> None:
+        if (slot, chunk) not in self._pending:
+            assert self._pool is not None
+            # a worker process holds its reader (sent once); a thread is handed this stream's own
+            task = _read_chunk if self.workers > 0 else self.reader
+            self._pending[(slot, chunk)] = self._pool.submit(task, slot, chunk)
 
     def close(self) -> None:
         """Stop the workers (the next row starts them again)."""
@@ -329,11 +343,14 @@ def _read_chunk(slot: int, chunk: int) -> Chunk:
     return _READER(slot, chunk)
 
 
-def start_pool(reader: ChunkReader, workers: int) -> concurrent.futures.Executor:
+def start_pool(reader: ChunkReader, workers: int, threads: int = 1) -> concurrent.futures.Executor:
     """``workers`` spawned processes that read and tokenize chunks, each holding its own copy of
-    ``reader`` (open files are per process); 0: one thread of this process does it."""
+    ``reader`` (open files are per process); 0: ``threads`` threads of this process do it (the
+    tokenizers release the GIL while they encode)."""
     if workers <= 0:
-        return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tunix-data")
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, threads), thread_name_prefix="tunix-data"
+        )
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs JAX

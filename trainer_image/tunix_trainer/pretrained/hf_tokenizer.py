@@ -183,7 +183,7 @@ class HFTokenizer:
     def _encode_all(self, texts: list[str]) -> list[list[int]]:
         """``encode`` of each text: the fast path (tiktoken), else one batched library call."""
         if self._fast is not None:
-            return [self._fast.encode(text) for text in texts]
+            return self._fast.encode_many(texts)
         encode = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
         return [e.ids for e in encode(texts, add_special_tokens=False)]
 
