@@ -299,3 +299,92 @@ def test_array_record_dataset_streams_and_resumes_exactly_as_jsonl(tmp_path):
         resumed.close()
     with pytest.raises(DataError, match=r"saved for another dataset or shape \(dataset 'sha256:"):
         iterator(one, batch_size=4, seed=3).restore(state)  # the JSONL twin is another dataset
+
+
+# --- work: chunks, threads, the first batch -----------------------------------------------------------
+
+
+def write_mixed(path: Path, n: int) -> str:
+    """Records of 1 to 300 characters, some with JSON escapes (one a surrogate pair)."""
+    rng = np.random.default_rng(4)
+    texts = [f"r{i} " + "ab\u00e9\U0001f642"[i % 4] * int(k) for i, k in enumerate(rng.integers(1, 300, n))]
+    path.write_text(
+        "".join(json.dumps({"text": t}, ensure_ascii=i % 2 == 0) + "\n" for i, t in enumerate(texts))
+    )
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"records_per_chunk": 1}, {"records_per_chunk": 7, "threads": 3}, {"threads": 2}],
+    ids=["1-record-chunks", "7-record-chunks-3-threads", "2-threads"],
+)
+@pytest.mark.parametrize("packing", [True, False])
+def test_batches_do_not_depend_on_chunk_size_or_threads(tmp_path, kwargs, packing):
+    uri = write_mixed(tmp_path / "d.jsonl", 120)
+    expected = take(iterator(uri, batch_size=4, seed=1, packing=packing), 30)
+    it = iterator(uri, batch_size=4, seed=1, packing=packing, **kwargs)
+    got = take(it, 15)
+    state = it.state()
+    got += take(it, 15)
+    it.close()
+    np.testing.assert_array_equal(stack(got), stack(expected))
+    resumed = iterator(uri, batch_size=4, seed=1, packing=packing, records_per_chunk=5)
+    resumed.restore(state)
+    np.testing.assert_array_equal(stack(take(resumed, 15)), stack(expected[15:]))
+    resumed.close()
+
+
+def test_every_lane_gets_its_first_chunk_before_any_lane_reads_ahead(tmp_path):
+    """Work runs in the order it is queued (one thread here): the first chunk of every lane goes in
+    before the read-ahead of any, so the first batch waits for one chunk a lane, not prefetch + 1."""
+    uri = write_numbered(tmp_path / "d.jsonl", 300)
+    it = iterator(uri, batch_size=6, records_per_chunk=2, prefetch=3, threads=1)
+    reader, calls = it._stream.reader, []
+
+    def recording(slot: int, chunk: int):
+        calls.append((slot, chunk))
+        return reader(slot, chunk)
+
+    it._stream.reader = recording  # the task handed to the thread
+    next(it)
+    assert calls[:6] == [(slot, 0) for slot in range(6)]
+    it.close()
+
+
+def test_chunks_are_sized_by_the_dataset_bytes(tmp_path):
+    from tunix_trainer.data import CHUNK_BYTES, MAX_RECORDS_PER_CHUNK, READ_AHEAD_BYTES, chunk_records
+    from tunix_trainer.data_sources import RecordSource
+
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join(json.dumps({"text": f"r{i:04d}"}) + "\n" for i in range(5000)))  # 18 bytes
+    long = tmp_path / "long.jsonl"
+    long.write_text("".join(json.dumps({"text": "x" * 100_000}) + "\n" for _ in range(5)))
+    assert chunk_records(RecordSource(str(short)), lanes=8, prefetch=2) == min(
+        MAX_RECORDS_PER_CHUNK, CHUNK_BYTES // 18
+    )
+    assert chunk_records(RecordSource(str(long)), lanes=8, prefetch=2) == CHUNK_BYTES // 100_015
+    many = chunk_records(RecordSource(str(short)), lanes=1024, prefetch=2)  # the read-ahead bound
+    assert many == READ_AHEAD_BYTES // (1024 * 3) // 18
+    assert chunk_records(RecordSource(str(long)), lanes=1024, prefetch=2) == 1
+
+
+def test_batched_record_reads_are_single_reads_and_keep_their_errors(tmp_path):
+    from tunix_trainer.data_sources import RecordSource
+
+    source = RecordSource(write_mixed(tmp_path / "d.jsonl", 200))
+    order = np.random.default_rng(0).permutation(200).tolist()
+    assert source.records(order) == [source[i] for i in order]
+    for line, error in [
+        ('{"text": "a\\ud800"}', r"bad\.jsonl:3: field 'text' holds a lone surrogate"),
+        ('{"text": 5}', r"bad\.jsonl:3: field 'text' must be a string"),
+        ('{"text": "a"', r"bad\.jsonl:3: invalid JSON"),
+        ('{"other": "a"}', r"bad\.jsonl:3: missing 'text'"),
+        ('["a"]', r"bad\.jsonl:3: expected a JSON object"),
+    ]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"text": "ok \\ud83d\\ude42"}\n\n' + line + "\n")
+        source = RecordSource(str(bad))
+        assert source.records([0]) == [("", "ok \U0001f642")]
+        with pytest.raises(DataError, match=error):
+            source.records([0, 1])

@@ -212,3 +212,14 @@ def test_pipelines_it_cannot_reproduce_use_the_library(change):
     change(config)
     changed = json.dumps(config)
     assert FastByteLevelBPE.for_tokenizer(Tokenizer.from_str(changed), changed) is None
+
+
+def test_encode_many_is_the_library_encode_of_each_text():
+    """One check over all the texts of a chunk; a text with an added token or a byte without a
+    token anywhere sends them all through ``encode``."""
+    tokenizer, text = trained(BYTE_LEVEL, ["<|im_start|>", "<|endoftext|>"], full_alphabet=False)
+    fast = FastByteLevelBPE.for_tokenizer(tokenizer, text)
+    assert fast is not None
+    plain = corpus()[:20]
+    for texts in (plain, [*plain, "x<|im_start|>y"], [*plain, "a\x04b"], ["<|im", "_start|>"], ["", "a", ""]):
+        assert fast.encode_many(texts) == [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
