@@ -359,11 +359,11 @@ def test_chunks_are_sized_by_the_dataset_bytes(tmp_path):
     short = tmp_path / "short.jsonl"
     short.write_text("".join(json.dumps({"text": f"r{i:04d}"}) + "\n" for i in range(5000)))  # 18 bytes
     long = tmp_path / "long.jsonl"
-    long.write_text("".join(json.dumps({"text": "x" * 100_000}) + "\n" for _ in range(5)))
+    long.write_text("".join(json.dumps({"text": "x" * 20_000}) + "\n" for _ in range(5)))
     assert chunk_records(RecordSource(str(short)), lanes=8, prefetch=2) == min(
         MAX_RECORDS_PER_CHUNK, CHUNK_BYTES // 18
     )
-    assert chunk_records(RecordSource(str(long)), lanes=8, prefetch=2) == CHUNK_BYTES // 100_015
+    assert chunk_records(RecordSource(str(long)), lanes=8, prefetch=2) == CHUNK_BYTES // 20_015 > 1
     many = chunk_records(RecordSource(str(short)), lanes=1024, prefetch=2)  # the read-ahead bound
     assert many == READ_AHEAD_BYTES // (1024 * 3) // 18
     assert chunk_records(RecordSource(str(long)), lanes=1024, prefetch=2) == 1

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from tunix_trainer.tokenizer import Tokenizer
 
 _CHUNK = 1 << 20
-CHUNK_BYTES = 1 << 18  # dataset bytes of a work item (one batched tokenizer call) at most
+CHUNK_BYTES = 1 << 16  # dataset bytes of a work item (one batched tokenizer call) at most
 READ_AHEAD_BYTES = 1 << 25  # dataset bytes of all the work items in flight at most
 MAX_RECORDS_PER_CHUNK = 4096
 __all__ = [

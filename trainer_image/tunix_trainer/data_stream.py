@@ -15,10 +15,13 @@ sequence does not depend on the number of hosts, devices or workers; a host read
 only the records of its own lanes (``host_lanes``: the rows its devices hold).
 
 **Work.** A lane's documents are read and tokenized in chunks of ``records_per_chunk`` records
-(one batched tokenizer call each) by worker processes, or by one thread of the trainer when
-``workers`` is 0. Each lane keeps its next ``prefetch`` chunks in flight, so the work runs ahead
-of the device and host memory stays ``lanes x (prefetch + 1)`` chunks however long the run.
-Packing happens in the trainer process: a cut of NumPy arrays.
+(one batched tokenizer call each; ``data.chunk_records`` sizes them by the dataset's bytes) by
+worker processes, or by ``threads`` threads of the trainer when ``workers`` is 0. Each lane keeps
+its next ``prefetch`` chunks in flight, so the work runs ahead of the device and host memory stays
+``lanes x (prefetch + 1)`` chunks however long the run; the chunk every lane needs next is queued
+before any read-ahead, so the first batch waits for one chunk a lane. Chunks only group the work:
+the batches do not depend on their size or on the threads. Packing happens in the trainer
+process: a cut of NumPy arrays.
 
 **Position.** A lane's position is ``(document, token offset)``; the data state holds those of
 all lanes (gathered from every host), so a restore continues exactly, on any number of hosts,
