@@ -28,6 +28,7 @@ import gzip
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import threading
 from collections import OrderedDict
@@ -61,6 +62,8 @@ _BOM = b"\xef\xbb\xbf"
 # Bytes that make a line blank: JSON whitespace and the other ASCII ones str.strip() drops.
 _NOT_BLANK = np.ones(256, dtype=bool)
 _NOT_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = False
+_ONE_OFFSET, _TWO_OFFSETS = struct.Struct("=Q"), struct.Struct("=2Q")  # a line index's uint64, as saved
+_JSON = json.JSONDecoder()  # json.loads of a str, a call shorter
 
 
 def cache_dir() -> str:
@@ -467,15 +470,16 @@ class RecordSource:
         chunk of the training stream reads)."""
         out: list[Record] = []
         keys, first = self._keys, self._keys[0]
+        locate, span, read, decode = self._locate, self._span, self._read, _JSON.decode
         for index in indices:
-            shard_index, local = self._locate(int(index))
+            shard_index, local = locate(int(index))
             if self.shards[shard_index].kind not in LINE_KINDS:
                 out.append(self[int(index)])
                 continue
-            start, end = self._span(shard_index, local)
-            data = self._read(shard_index, start, end - start)
+            start, end = span(shard_index, local)
+            data = read(shard_index, start, end - start)
             try:
-                raw = json.loads(data.decode("utf-8"))
+                raw = decode(data.decode("utf-8"))
             except (ValueError, RecursionError):  # the slow path names the line
                 out.append(self[int(index)])
                 continue
@@ -556,12 +560,13 @@ class RecordSource:
                     index = self._index[shard_index] = _open_index(shard)
         fd, data_offset = index
         raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
-        values = np.frombuffer(raw, dtype=np.uint64)
-        if values.size != (1 if last else 2):
+        if len(raw) != (8 if last else 16):
             raise DataError(
                 f"{shard.uri}: its line index {shard.index_file} is truncated; delete it to rebuild"
             )
-        return int(values[0]), shard.size if last else int(values[1])
+        if last:
+            return _ONE_OFFSET.unpack(raw)[0], shard.size
+        return _TWO_OFFSETS.unpack(raw)  # type: ignore[return-value]
 
     def _where(self, shard: ShardInfo, offset: int) -> str:
         """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
