@@ -48,6 +48,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,14 @@ __all__ = ["COMMIT_MARKER", "Checkpointer", "NoUsableCheckpointError", "Restored
 _STATE = "state"
 _META = "meta"
 _REASON_LIMIT = 300  # characters of an Orbax/TensorStore error kept in the one-line reason
+
+# Orbax keeps the operation id of the save in progress in a process-wide variable
+# (``OperationIdGenerator``), which the save's asynchronous parts read: two managers saving at
+# once in one process (the run's checkpoints and keepBest's, each on its own save thread) mix up
+# their ids (timeouts waiting for signals, a step directory created twice). So a save starts
+# only after this process's previous save by another manager has finished.
+_ORBAX_SAVES = threading.Lock()
+_saving_manager: list[Any] = [None]  # the manager that saved last in this process
 
 
 class NoUsableCheckpointError(TrainerError):
@@ -223,6 +232,9 @@ class Checkpointer:
             self.wait()
         finally:
             self._saver.shutdown(wait=True)
+            with _ORBAX_SAVES:
+                if _saving_manager[0] is self._manager:
+                    _saving_manager[0] = None
             self._manager.close()
             if self._mirror is not None:
                 self._mirror.close()
@@ -350,11 +362,17 @@ class Checkpointer:
         if self._mirror is not None:
             self._mirror.drain()
         meta = {**meta, CHECKSUMS_KEY: checksums(state)}  # on the save thread when asynchronous
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(**{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}),
-            force=True,
-        )
+        with _ORBAX_SAVES:
+            if _saving_manager[0] not in (None, self._manager):
+                _saving_manager[0].wait_until_finished()
+            _saving_manager[0] = self._manager
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{_STATE: ocp.args.StandardSave(state), _META: ocp.args.JsonSave(meta)}
+                ),
+                force=True,
+            )
         self._mirror_finished()
 
     def _join_saver(self) -> None:
