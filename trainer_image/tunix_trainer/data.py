@@ -12,7 +12,6 @@ This module needs NumPy and fsspec only (no JAX).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -94,13 +93,6 @@ def chunk_records(source: RecordSource, lanes: int, prefetch: int) -> int:
     return int(np.clip(budget // max(mean, 1.0), 1, MAX_RECORDS_PER_CHUNK))
 
 
-def data_threads() -> int:
-    """Threads that read and tokenize when ``workers`` is 0: a quarter of this process's cores,
-    1 to 4 (the rest are the trainer's)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cores // 4))
-
-
 class BatchIterator:
     """Endless iterator of this host's rows of each global ``Batch`` over a dataset (``data_stream``).
 
@@ -139,7 +131,7 @@ class BatchIterator:
         workers: int = 0,
         prefetch: int = 2,
         records_per_chunk: int | None = None,
-        threads: int | None = None,
+        threads: int = 1,
     ):
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
@@ -177,7 +169,7 @@ class BatchIterator:
             pad_id=tokenizer.pad_id,
             workers=workers,
             prefetch=prefetch,
-            threads=data_threads() if threads is None else threads,
+            threads=threads,
         )
         self._gather = gather
         self._served = 0
