@@ -48,6 +48,16 @@ def stack(batches: list[Batch]) -> np.ndarray:
     return np.stack([np.concatenate([b.inputs, b.targets[:, -1:], b.loss_mask], axis=1) for b in batches])
 
 
+def assert_resumes_to(uri: str, state: dict, expected: list[Batch], *, seed: int) -> None:
+    """A fresh iterator (one worker process) restored to ``state`` serves ``expected`` next."""
+    resumed = iterator(uri, batch_size=4, seed=seed, workers=1)
+    resumed.restore(state)
+    try:
+        np.testing.assert_array_equal(stack(take(resumed, len(expected))), stack(expected))
+    finally:
+        resumed.close()
+
+
 # --- the order ----------------------------------------------------------------------------------------
 
 
@@ -151,12 +161,7 @@ def test_worker_processes_give_the_same_batches_and_errors(tmp_path):
     finally:
         it.close()
     np.testing.assert_array_equal(stack(got), stack(expected))
-    resumed = iterator(uri, batch_size=4, seed=2, workers=1)
-    resumed.restore(state)
-    try:
-        np.testing.assert_array_equal(stack(take(resumed, 6)), stack(expected[6:]))
-    finally:
-        resumed.close()
+    assert_resumes_to(uri, state, expected[6:], seed=2)
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{"text": 7}\n')
@@ -291,12 +296,7 @@ def test_array_record_dataset_streams_and_resumes_exactly_as_jsonl(tmp_path):
     state = json.loads(json.dumps(first.state()))
     got += take(first, 8)
     np.testing.assert_array_equal(stack(got), stack(reference))
-    resumed = iterator(uri, batch_size=4, seed=3, workers=1)
-    resumed.restore(state)
-    try:
-        np.testing.assert_array_equal(stack(take(resumed, 8)), stack(reference[6:]))
-    finally:
-        resumed.close()
+    assert_resumes_to(uri, state, reference[6:], seed=3)
     with pytest.raises(DataError, match=r"saved for another dataset or shape \(dataset 'sha256:"):
         iterator(one, batch_size=4, seed=3).restore(state)  # the JSONL twin is another dataset
 
