@@ -6,6 +6,7 @@ Unknown fields: the API server *prunes* them silently unless the client asks for
 validation; ``kubectl apply`` does (``--validate=strict`` is its default since 1.27), and the
 operator parses every spec with ``extra="forbid"`` models, so a typo never trains silently.
 """
+
 from __future__ import annotations
 
 import copy

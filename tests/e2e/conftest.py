@@ -52,5 +52,3 @@ def operator_process(
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-

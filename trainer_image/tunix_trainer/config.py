@@ -92,7 +92,6 @@ def unsendable(value: Any, loc: tuple[str | int, ...] = ()) -> Iterator[tuple[tu
             yield from unsendable(item, (*loc, index))
 
 
-
 def as_sent(value: Any) -> Any:
     """``value`` as kubectl sends it to the API server: JSON data. Map keys become strings, YAML
     dates ISO strings and binary base64, and a float with no fraction an integer (Go's JSON
