@@ -39,7 +39,10 @@ def test_table_row_formats_results_and_failures():
         "checkpoint": {"amortizedOverheadPercent": 0.0939},
     }
     row = table_row({"case": "125m:b32:t1024", "exitCode": 0, "benchmark": bench})
-    assert row == "| 125m:b32:t1024 | 9.4 | 63.75 | 62.50 | 524,294 | 42.3% | 16.8 GiB | 0.094 |"
+    assert row == "| 125m:b32:t1024 | 9.4 | 63.75 | 62.50 | 524,294 | 42.3% | 16.8 GiB | 0.094 | - |"
+    bench["trainState"] = {"optimizerBytes": 19.5 * 2**20}  # the optimizer state's size (LoRA cases)
+    row = table_row({"case": "smollm2:b16:t2048:lora=16", "exitCode": 0, "benchmark": bench})
+    assert row.endswith("| 0.094 | 19.5 MiB |")
     assert "exit 5" in table_row({"case": "x:b1:t8", "exitCode": 5})
 
 
