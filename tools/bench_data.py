@@ -253,11 +253,9 @@ def _cpu_seconds() -> tuple[float, float]:
     return sum(me.cpu_times()[:2]), workers
 
 
-def pipeline(
-    uri: str, tokenizer: Any, workers: int, seconds: float, threads: int | None = None
-) -> dict[str, float]:
+def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float, threads: int = 1) -> dict[str, float]:
     """Tokens/s the pipeline serves to a consumer that only takes batches (``threads``: of the
-    in-process path, workers 0; None: the derived default)."""
+    in-process path, workers 0)."""
     from tunix_api.training import DatasetSpec
     from tunix_trainer.data import BatchIterator
 
@@ -318,13 +316,13 @@ def throughput(
             one = one_core(str(uri), tokenizer, seconds)
             emit({"tokenizer": name, "dataset": label, "one_core_tokens_per_cpu_second": round(one)})
             for n in workers:
-                for k in (data_threads or [None]) if n == 0 else [None]:
+                for k in (data_threads or [1]) if n == 0 else [1]:
                     emit(
                         {
                             "tokenizer": name,
                             "dataset": label,
                             "workers": n,
-                            **({"threads": k} if k else {}),
+                            **({"threads": k} if n == 0 else {}),
                             **pipeline(str(uri), tokenizer, n, seconds, k),
                         }
                     )
