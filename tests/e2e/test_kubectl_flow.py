@@ -14,6 +14,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -87,6 +88,14 @@ def test_apply_watch_wait_describe_delete_with_the_real_trainer(
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     watch = subprocess.Popen([kubectl_binary(), "get", "trun", "-w"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    watched_lines: list[str] = []
+
+    def read_watch() -> None:
+        for line in watch.stdout:
+            watched_lines.append(line)
+
+    reader = threading.Thread(target=read_watch, daemon=True)
+    reader.start()
     try:
         kubectl(kubeconfig, "apply", "-f", str(run_yaml(tmp_path)))
         waited = kubectl(kubeconfig, "wait", "trun/e2e", "--for=jsonpath={.status.phase}=Succeeded",
@@ -99,9 +108,15 @@ def test_apply_watch_wait_describe_delete_with_the_real_trainer(
                 f"not Succeeded: {waited.stderr}\n{run}"
                 f"\ntrainer logs: {logs}\noperator: {operator_process['log'].read_text()[-3000:]}"
             )
+        # `kubectl wait` and `kubectl get -w` are two watches: the second may print Succeeded later.
+        deadline = time.monotonic() + 30
+        while not any(" Succeeded " in line for line in watched_lines) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         watch.send_signal(signal.SIGTERM)
-        watched, _ = watch.communicate(timeout=10)
+        watch.wait(timeout=10)
+        reader.join(timeout=10)
+    watched = "".join(watched_lines)
 
     # `kubectl get -w` streamed the server-printed columns through the phases.
     rows = [line.split() for line in watched.splitlines()]
