@@ -104,6 +104,10 @@ def reconcile_count(metrics: dict[str, float]) -> float:
     return metrics.get("tunix_reconcile_duration_seconds_count", 0.0)
 
 
+def unchanged_count(metrics: dict[str, float]) -> float:
+    return metrics.get("tunix_reconciles_unchanged_total", 0.0)
+
+
 def storage_reads(metrics: dict[str, float]) -> dict[str, float]:
     pattern = re.compile(r'tunix_storage_reads_total\{result="(\w+)"\}')
     return {m.group(1): v for k, v in metrics.items() if (m := pattern.fullmatch(k))}
@@ -141,6 +145,8 @@ class Window:
             "api_requests_by_verb": dict(sorted(requests.items())),
             "reconciles": (done := reconcile_count(metrics) - reconcile_count(self.metrics)),
             "operator_cpu_ms_per_reconcile": round(1000 * cpu / done, 2) if done else None,
+            # Of them, found as the last quiet decision left them (not decided again).
+            "reconciles_unchanged": unchanged_count(metrics) - unchanged_count(self.metrics),
             "storage_reads": reads,
             "load_average_1m": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
         }
@@ -440,6 +446,10 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {"settings": {k: v for k, v in vars(a).items() if k != "out"}}
+        if a.s3_only:
+            self.s3_phase(out)
+            out["operator_peak_rss_mib"] = round(peak_rss_mib(self.operator.pid), 1)
+            return out
         if a.unrelated_pods:  # 0. pods that are not ours, created while the operator idles
             window = Window(self)
             rss = peak_rss_mib(self.operator.pid)
@@ -511,36 +521,41 @@ class Bench:
         out["rest_finished"] = {"runs": len(everyone), **window.close()}
         # 6. S3 progress
         if a.s3_runs:
-            s3 = {
-                "uri": "",
-                "endpointUrl": self.s3_url,
-                "region": "us-east-1",
-                "credentialsSecret": "bench-s3",
-            }
-            names = [f"s3-{i}" for i in range(a.s3_runs)]
-            self.write_progress(names, 1)
-            self.parallel(lambda n: self.create_run(n, {**s3, "uri": f"s3://{BUCKET}/{n}"}), names)
-            self.jobs.wait([f"{n}-0" for n in names], timeout=600)
-            self.parallel(self.start_pod, [f"{n}-0" for n in names])
-            self.wait_phase(names, "Running", timeout=600)
-            time.sleep(a.settle_seconds + a.progress_interval)
-            window = Window(self)
-            step, deadline = 1, time.monotonic() + a.rest_seconds
-            while time.monotonic() < deadline:
-                step += 1
-                self.write_progress(names, step)
-                time.sleep(max(0.0, a.progress_interval - 0.5))
-            result = window.close()
-            reads = sum(result["storage_reads"].values())
-            result["runs"] = len(names)
-            result["operator_cpu_ms_per_storage_read"] = (
-                round(1000 * result["operator_cpu_seconds"] / reads, 2) if reads else None
-            )
-            out["s3_progress"] = result
-            result = self.s3_idle(names)
-            out["s3_progress_unchanged"] = result
+            self.s3_phase(out)
         out["operator_peak_rss_mib"] = round(peak_rss_mib(self.operator.pid), 1)
         return out
+
+    def s3_phase(self, out: dict[str, Any]) -> None:
+        """Phase 6: Running runs whose progress.json on S3 changes every interval, then does not."""
+        a = self.args
+        s3 = {
+            "uri": "",
+            "endpointUrl": self.s3_url,
+            "region": "us-east-1",
+            "credentialsSecret": "bench-s3",
+        }
+        names = [f"s3-{i}" for i in range(a.s3_runs)]
+        self.write_progress(names, 1)
+        self.parallel(lambda n: self.create_run(n, {**s3, "uri": f"s3://{BUCKET}/{n}"}), names)
+        self.jobs.wait([f"{n}-0" for n in names], timeout=600)
+        self.parallel(self.start_pod, [f"{n}-0" for n in names])
+        self.wait_phase(names, "Running", timeout=600)
+        time.sleep(a.settle_seconds + a.progress_interval)
+        window = Window(self)
+        step, deadline = 1, time.monotonic() + a.rest_seconds
+        while time.monotonic() < deadline:
+            step += 1
+            self.write_progress(names, step)
+            time.sleep(max(0.0, a.progress_interval - 0.5))
+        result = window.close()
+        reads = sum(result["storage_reads"].values())
+        result["runs"] = len(names)
+        result["operator_cpu_ms_per_storage_read"] = (
+            round(1000 * result["operator_cpu_seconds"] / reads, 2) if reads else None
+        )
+        out["s3_progress"] = result
+        result = self.s3_idle(names)
+        out["s3_progress_unchanged"] = result
 
     def s3_idle(self, names: list[str]) -> dict[str, Any]:
         """The same S3 runs while their progress does not change (conditional reads answered 304)."""
@@ -639,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--s3-only", action="store_true", help="only phase 6 (S3 progress polls)")
     parser.add_argument(
         "--s3-read-only", action="store_true", help="only the CPU of one S3 progress read (no cluster)"
     )
