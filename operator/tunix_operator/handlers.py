@@ -27,6 +27,7 @@ from tunix_api.run import GROUP, PLURAL, TERMINAL_PHASES, VERSION
 from tunix_operator.cache import Children, slim_job, slim_pod
 from tunix_operator.manifests import LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY
 from tunix_operator.metrics import OperatorMetrics
+from tunix_operator.poller import Poller
 from tunix_operator.reconciler import Reconciler
 from tunix_operator.settings import OperatorSettings
 
@@ -135,6 +136,11 @@ class RunDaemons:
         self.metrics = metrics
         self.settings = settings
         self.workers = Workers(settings.max_concurrent_reconciles, metrics)
+        # Quiet runs' files are re-read off the event loop; a change pokes the daemon.
+        self.poller: Poller[tuple[str, str]] = Poller(
+            self._unchanged_or_poke, self._poke_threadsafe, settings.max_concurrent_reconciles
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._specs: dict[tuple[str, str], tuple[Any, Any]] = {}  # (generation, spec.suspend) last seen
         self._deleted: set[str] = set()  # uids of runs deleted while their daemon runs
@@ -164,6 +170,22 @@ class RunDaemons:
         if waker is not None:
             waker.set()
 
+    def _unchanged_or_poke(self, key: tuple[str, str]) -> bool:
+        """(In a poller thread.) Whether the quiet run's files changed; counts those that did not."""
+        new = self.reconciler.changed(key)
+        if not new:
+            self.metrics.unchanged.inc()
+        return new
+
+    def _poke_threadsafe(self, key: tuple[str, str]) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.poke, *key)
+
+    def stop(self) -> None:
+        """No more reconciles or polls (the operator is stopping)."""
+        self.poller.stop()
+        self.workers.shutdown()
+
     async def run(
         self, namespace: str, name: str, body: Mapping[str, Any], children: ChildrenFn, stopped: Any
     ) -> None:
@@ -172,46 +194,53 @@ class RunDaemons:
         (no TTL) waits for a poke only."""
         key = (namespace, name)
         uid = (body.get("metadata") or {}).get("uid") or ""
+        self._loop = asyncio.get_running_loop()
         waker = self._wakers.setdefault(key, asyncio.Event())
         watcher = asyncio.ensure_future(_set_when_stopped(stopped, waker))
         failures = 0
         try:
             while not stopped and uid not in self._deleted:
                 waker.clear()
-                delay, failed = await self._reconcile(body, children)
+                self.poller.cancel(key)
+                delay, failed, poll = await self._reconcile(body, children)
                 failures = failures + 1 if failed else 0
                 if failed:
                     delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
                 if delay is None:  # the run is gone
                     break
+                if poll is not None:  # a quiet run: its files are polled, it sleeps until a check is due
+                    self.poller.schedule(key, poll)
                 await _sleep(waker, delay)
         finally:
             watcher.cancel()
+            self.poller.cancel(key)
             self._deleted.discard(uid)
             self._wakers.pop(key, None)
             self.metrics.forget(namespace, name)
             self.reconciler.forget(namespace, name)
 
-    async def _reconcile(self, body: Mapping[str, Any], children: ChildrenFn) -> tuple[float | None, bool]:
+    async def _reconcile(
+        self, body: Mapping[str, Any], children: ChildrenFn
+    ) -> tuple[float | None, bool, float | None]:
         """(seconds until the next reconcile (inf: only when poked) or None when the run is gone,
-        whether it raised)."""
+        whether it raised, seconds until the poller is to re-read the files of a quiet run)."""
         snapshot = dict(body)  # kopf replaces the live body's content as events arrive
         namespace, name = _names(snapshot)
         try:
             with self.metrics.timed():
                 result = await self.workers.run(self.reconciler.reconcile, snapshot, children())
         except Stopping:
-            return None, False
+            return None, False, None
         except TRANSIENT_ERRORS as exc:
             self.metrics.errors.inc()
             logger.warning("reconcile of %s/%s failed, will retry: %s", namespace, name, _short(exc))
-            return self.settings.resync_interval_seconds, True
+            return self.settings.resync_interval_seconds, True, None
         except Exception as exc:  # a bug or a pathological object: fail this run, keep the others going
             self.metrics.errors.inc()
             logger.exception("reconcile of %s/%s raised", namespace, name)
-            return await self._fail(snapshot, exc), True
+            return await self._fail(snapshot, exc), True, None
         if result is None:
-            return None, False
+            return None, False, None
         if result.skipped:
             self.metrics.unchanged.inc()
         decision = result.decision
@@ -221,11 +250,14 @@ class RunDaemons:
             kopf.event(dict(result.body), type=event.type, reason=event.reason, message=event.message)
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         if decision.requeue_after is None and phase in TERMINAL_PHASES:
-            return math.inf, False  # finished: nothing to do until a child or the spec changes
+            return math.inf, False, None  # finished: nothing to do until a child or the spec changes
+        if result.quiet is not None:
+            poll, stands = result.quiet
+            return min(stands, self.settings.resync_interval_seconds), False, poll
         delay = self.settings.resync_interval_seconds
         if decision.requeue_after is not None:
             delay = min(delay, decision.requeue_after)
-        return delay, False
+        return delay, False, None
 
     async def _fail(self, body: Mapping[str, Any], exc: Exception) -> float:
         namespace, name = _names(body)
@@ -325,7 +357,7 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry, id="stop-workers")
     async def stop_workers(**_: Any) -> None:
-        daemons.workers.shutdown()
+        daemons.stop()
 
     if login is not None:
         kopf.on.login(registry=registry, id="login")(login)

@@ -45,6 +45,12 @@ class Quiet:
     until: datetime  # its next time-based check, or the resync bound
     decision: Decision
 
+    @property
+    def poll_after(self) -> float | None:
+        """Seconds until the files are to be read again, when that comes before ``until``'s check."""
+        poll, due = self.decision.requeue_after, self.decision.due_after
+        return poll if poll is not None and (due is None or poll < due) else None
+
 
 def _version(obj: Mapping[str, Any]) -> Version | None:
     meta = obj.get("metadata") or {}
@@ -82,6 +88,10 @@ class QuietDecisions:
         if entry is None or seen is None or entry.seen != seen or now >= entry.until:
             return None
         return entry
+
+    def get(self, key: RunKey) -> Quiet | None:
+        with self._lock:
+            return self._entries.get(key)
 
     def remember(self, key: RunKey, entry: Quiet) -> None:
         with self._lock:

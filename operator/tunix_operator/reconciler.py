@@ -45,6 +45,9 @@ class Result:
     body: Mapping[str, Any]  # the run as decided on (for events)
     decision: state.Decision
     skipped: bool = False  # nothing new since the last (quiet) decision: not decided again
+    # A quiet decision: (seconds until the files are to be read again, seconds it stands at most)
+    # (for :class:`~tunix_operator.poller.Poller`); None otherwise.
+    quiet: tuple[float, float] | None = None
 
 
 def _key(body: Mapping[str, Any]) -> RunKey:
@@ -68,6 +71,7 @@ class Reconciler:
         self.writes = StatusWrites()
         self.expectations = JobExpectations()
         self.quiet: QuietDecisions = QuietDecisions()
+        self._read_ahead: dict[RunKey, Files] = {}  # files a poll found changed, for the next reconcile
 
     def reconcile(self, live: Mapping[str, Any], children: Children) -> Result | None:
         """Reconcile the run once; None when it is being deleted or is gone."""
@@ -84,15 +88,17 @@ class Reconciler:
         job = jobs.get(job_name(view.name, attempt)) if attempt is not None else None
         pods = list(children.pods)
         wants = last.wants if last is not None else state.reads_needed(view, job, pods)
-        files = self._read(key[0], view, wants)
+        ahead = self._read_ahead.pop(key, None)
+        files = ahead if ahead is not None and last is not None else self._read(key[0], view, wants)
         if last is not None and files == last.files:
             return self._again(body, last, now)
         observed = state.Observed(job=job, pods=pods, **vars(files))
         decision = state.decide(view, observed, now, self.settings)
         self.quiet.forget(key)
         if decision.quiet and seen is not None:
-            until = self._until(now, decision)
-            self.quiet.remember(key, Quiet(seen, view, wants, files, until, decision))
+            quiet = Quiet(seen, view, wants, files, self._until(now, decision), decision)
+            self.quiet.remember(key, quiet)
+            return Result(body, decision, quiet=_polls(quiet, now))
         if decision.status_patch and not self._patch_status(body, decision.status_patch):
             return None
         try:
@@ -118,6 +124,7 @@ class Reconciler:
         self.writes.forget((namespace, name))
         self.expectations.forget((namespace, name))
         self.quiet.forget((namespace, name))
+        self._read_ahead.pop((namespace, name), None)
 
     def _until(self, now: datetime, decision: state.Decision) -> datetime:
         """Until when a quiet decision stands: its next time-based check, at most the resync interval."""
@@ -131,7 +138,18 @@ class Reconciler:
         left = (last.until - now).total_seconds()
         poll = last.decision.requeue_after
         decision = replace(last.decision, requeue_after=left if poll is None else min(poll, left))
-        return Result(body, decision, skipped=True)
+        return Result(body, decision, skipped=True, quiet=_polls(last, now))
+
+    def changed(self, key: RunKey) -> bool:
+        """Whether the run needs a decision: it has no quiet one, or its files changed since."""
+        last = self.quiet.get(key)
+        if last is None:
+            return True
+        files = self._read(key[0], last.view, last.wants)
+        if files == last.files:
+            return False
+        self._read_ahead[key] = files  # the reconcile this causes need not read them again
+        return True
 
     def _patch_status(self, body: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
         """Patch the status; False when the run is gone."""
@@ -190,6 +208,11 @@ class Reconciler:
             elif isinstance(action, state.AnnotatePods):
                 for pod in action.pods:
                     self.kube.annotate_pod(ref.namespace, pod, dict(action.annotations))
+
+
+def _polls(quiet: Quiet, now: datetime) -> tuple[float, float] | None:
+    poll = quiet.poll_after
+    return None if poll is None else (poll, (quiet.until - now).total_seconds())
 
 
 def _reason(exc: ApiException) -> str:

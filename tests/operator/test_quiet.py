@@ -156,13 +156,33 @@ def test_a_forgotten_run_is_decided_again(tmp_path: pathlib.Path) -> None:
     assert len(run.rec.quiet) == 0 and not run.reconcile().skipped
 
 
-def test_the_daemon_counts_unchanged_polls_and_waits_for_the_next(tmp_path: pathlib.Path) -> None:
+def test_the_daemon_polls_a_quiet_run_and_sleeps_until_the_resync(tmp_path: pathlib.Path) -> None:
     run = Polled(tmp_path)
     metrics = OperatorMetrics()
     daemons = RunDaemons(run.rec, metrics, run.rec.settings)
     body = run.kube.get_run("ns", "r1")
-    for _ in range(3):
-        delay, failed = asyncio.run(daemons._reconcile(body, run.children))  # type: ignore[arg-type]
-        assert not failed and delay == INTERVAL
-    assert metrics.registry.get_sample_value("tunix_reconciles_unchanged_total") == 2
+    resync = run.rec.settings.resync_interval_seconds
+    for skipped in (0, 1, 2):
+        delay, failed, poll = asyncio.run(daemons._reconcile(body, run.children))  # type: ignore[arg-type]
+        assert not failed and (delay, poll) == (resync, INTERVAL)  # the poller reads every 7 s
+        assert metrics.registry.get_sample_value("tunix_reconciles_unchanged_total") == skipped
     assert metrics.registry.get_sample_value("tunix_reconcile_duration_seconds_count") == 3
+    assert daemons._unchanged_or_poke(("ns", "r1")) is False  # the poller's check: nothing new
+    assert metrics.registry.get_sample_value("tunix_reconciles_unchanged_total") == 3
+    run.progress(2, seconds=15)
+    assert daemons._unchanged_or_poke(("ns", "r1")) is True
+    reads = sum(run.rec.reads.counts.values())
+    asyncio.run(daemons._reconcile(body, run.children))  # type: ignore[arg-type]
+    assert run.status()["progress"]["step"] == 2
+    assert sum(run.rec.reads.counts.values()) == reads  # decided on what the poll read
+    assert run.rec.changed(("ns", "unknown")) is True  # no quiet decision: decide
+
+
+def test_a_quiet_run_with_a_deadline_sleeps_until_it(tmp_path: pathlib.Path) -> None:
+    run = Polled(tmp_path, activeDeadlineSeconds=40)
+    daemons = RunDaemons(run.rec, OperatorMetrics(), run.rec.settings)
+    delay, _, poll = asyncio.run(daemons._reconcile(run.kube.get_run("ns", "r1"), run.children))  # type: ignore[arg-type]
+    assert (delay, poll) == (40, INTERVAL)
+    run.clock.seconds = 47  # the deadline comes before the next poll: the daemon wakes for it
+    delay, _, poll = asyncio.run(daemons._reconcile(run.kube.get_run("ns", "r1"), run.children))  # type: ignore[arg-type]
+    assert (delay, poll) == (3, INTERVAL)
