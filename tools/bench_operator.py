@@ -14,6 +14,9 @@ server's audit log counts its requests exactly; its CPU and peak RSS read from /
 6. S3: ``--s3-runs`` Running runs whose progress.json lives on S3 and is rewritten every
    ``--progress-interval`` seconds (the operator polls at the same interval): operator CPU, reads.
 
+``--s3-only`` runs phase 6 alone. ``reconciles_unchanged`` counts the polls and reconciles that found a
+quiet run as its last decision left it (``tunix_reconciles_unchanged_total``).
+
 Prints one JSON document (and writes it to ``--out``). CPU seconds and request counts are the figures
 to compare; wall times are given with the load average of the machine during each phase.
 

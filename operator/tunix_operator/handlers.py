@@ -2,9 +2,10 @@
 
 One daemon per TunixRun owns its reconcile loop, so a run is never reconciled twice
 at once; Job/Pod events and spec changes only wake that daemon. Requeue delays
-(backoff, deadline, TTL, progress polling) are the daemon's sleep. The daemon reconciles
-from memory: kopf keeps its ``body`` current, and two indices hold every Job and pod of
-ours by (namespace, run), filled by watches that the API server filters by label.
+(backoff, deadline, TTL, progress polling) are the daemon's sleep; a run whose last decision
+changed nothing sleeps until its next time-based check while the poller re-reads its files.
+The daemon reconciles from memory: kopf keeps its ``body`` current, and two indices hold every
+Job and pod of ours by (namespace, run), filled by watches that the API server filters by label.
 """
 
 from __future__ import annotations
@@ -68,14 +69,6 @@ class RunProgressStorage(kopf.AnnotationsProgressStorage):
 
     def clear(self, *, essence: Any) -> Any:
         return essence if "metadata" not in essence else super().clear(essence=essence)
-
-
-class QuietChildEvents(logging.Filter):
-    """Drop kopf's "Handler 'pod-event' succeeded." lines: one per pod or run change is noise."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(message == f"Handler {hid!r} succeeded." for hid in CHILD_EVENT_IDS)
 
 
 class RetriesAsWarnings(logging.Filter):
@@ -397,9 +390,10 @@ def build_registry(
 
     # Watch events wake daemons from the filters of event handlers that are never called: kopf calls
     # a handler's ``when`` filter after it has updated the indices, and a filter costs a function call
-    # where a handler invocation costs kopf's whole execution path (a third of its work per event in a
-    # profile of a burst). The run's events: a spec change (not on.update/on.field: those need kopf's
-    # "last-handled-configuration" annotation, one more patch of every run) or its deletion.
+    # where a handler invocation costs kopf's whole execution path (a 300-run burst under cProfile:
+    # kopf's watching causes 4.9 -> 2.1 s, the event loop's CPU 5.7 -> 4.9 s). The run's events: a
+    # spec change (not on.update/on.field: those need kopf's "last-handled-configuration" annotation,
+    # one more patch of every run) or its deletion.
     def run_seen(name: str, namespace: str, body: Any, type: str | None, **_: Any) -> bool:
         daemons.spec_seen(namespace, name, body, gone=type == "DELETED")
         return False
