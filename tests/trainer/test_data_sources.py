@@ -251,6 +251,65 @@ def test_an_unwritable_cache_keeps_the_offsets_in_memory(tmp_path, monkeypatch):
     assert texts(pickle.loads(pickle.dumps(source))) == [r["text"] for r in RECORDS]
 
 
+@pytest.mark.parametrize("offsets", ["index file", "in memory"])
+def test_records_of_a_chunk_are_the_records_one_by_one(tmp_path, monkeypatch, offsets):
+    """The batched read of the training stream gives what indexing gives, line quirks included."""
+    if offsets == "in memory":
+        (tmp_path / "file-not-dir").write_text("")
+        monkeypatch.setenv("TUNIX_DATA_CACHE", str(tmp_path / "file-not-dir" / "cache"))
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "a.jsonl").write_bytes(
+        b'{"text": "plain"}\r\n'
+        b'   {"text": "leading space"}\n'
+        b'{"text": "trailing space", "extra": [1, {"x": null}]}  \t\n'
+        b'{"text": "caf\\u00e9 \\ud83d\\ude00 escaped"}\n'
+        b'{"text": "caf\xc3\xa9 raw"}\r'
+        b'{"text": "", "other": 1}\n'
+        b'{"text": "last line without a break"}'
+    )
+    (shards / "b.jsonl").write_text(jsonl(RECORDS))
+    source = RecordSource(str(shards))
+    assert (source.shards[0].index_file is None) == (offsets == "in memory")
+    rng = np.random.default_rng(0)
+    for indices in ([], [6], list(range(len(source)))[::-1], rng.integers(0, len(source), 50).tolist()):
+        assert source.records(indices) == [source[i] for i in indices]
+    assert source.records(np.asarray([3, 4]))[0] == ("", "café 😀 escaped")
+    with pytest.raises(IndexError, match="record 17 of 17"):
+        source.records([0, 17])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'{"text": "\\ud800 alone"}', r"x\.jsonl:2: field 'text' holds a lone surrogate \(\\ud800\)"),
+        (b'{"text": 7}', r"x\.jsonl:2: field 'text' must be a string"),
+        (b'{"text": "a"} {"text": "b"}', r"x\.jsonl:2: invalid JSON \(Extra data"),
+        (b'{"text": "a"}, {"text": "b"', r"x\.jsonl:2: invalid JSON \(Extra data"),
+        (b'["text"]', r"x\.jsonl:2: expected a JSON object, got list"),
+        (b'{"text": "caf\xe9"}', r"x\.jsonl:2: not UTF-8 text"),
+    ],
+)
+def test_a_bad_line_in_a_chunk_is_named(tmp_path, line, message):
+    (tmp_path / "x.jsonl").write_bytes(b'{"text": "good"}\n' + line + b'\n{"text": "good"}\n')
+    source = RecordSource(str(tmp_path / "x.jsonl"))
+    with pytest.raises(DataError, match=message):
+        source.records([0, 2, 1])
+
+
+def test_a_truncated_line_index_is_named(tmp_path):
+    (tmp_path / "d.jsonl").write_text(jsonl(RECORDS))
+    source = RecordSource(str(tmp_path / "d.jsonl"))
+    index = Path(source.shards[0].index_file)
+    os.truncate(index, index.stat().st_size - 8 * 5)  # the offsets of the last 5 lines gone
+    assert source.records([0, 3]) == [("", "doc 0"), ("", "doc 3")]
+    for read in (lambda: source.records([1, 7]), lambda: source[9]):
+        with pytest.raises(
+            DataError, match=r"d\.jsonl: its line index .* is truncated; delete it to rebuild"
+        ):
+            read()
+
+
 # --- ArrayRecord --------------------------------------------------------------------------------------
 
 

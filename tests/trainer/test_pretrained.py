@@ -166,6 +166,28 @@ def test_tokenizer_special_tokens_bos_rule_and_chat_template():
     assert chat_prompt[0] == 0 and chat_completion[-2] == 1  # the template wrote <s> and </s>
 
 
+@pytest.mark.parametrize("add_bos", [True, False])
+def test_text_records_are_framed_as_their_examples_say(add_bos):
+    """The data pipeline's array path for text records (``encode_documents``) gives the tokens and
+    weights that ``encode_examples`` gives: ``[bos] + text + eos``, trained on all but bos."""
+    from tunix_trainer.data_records import encode_records
+
+    tokenizer = load_hf_tokenizer(ModelFiles(str(FIXTURE)))
+    tokenizer.add_bos = add_bos
+    records = [("", TEXT), ("", ""), ("", "hi there"), ("", TEXT[:7])]
+
+    class ExamplesOnly:  # the same tokenizer without the array path
+        bos_id, eos_id, encode_examples = tokenizer.bos_id, tokenizer.eos_id, tokenizer.encode_examples
+
+    framed, expected = encode_records(records, tokenizer), encode_records(records, ExamplesOnly())
+    for ours, theirs in zip(framed, expected, strict=True):
+        assert ours.dtype == theirs.dtype and ours.tolist() == theirs.tolist()
+    examples = tokenizer.encode_examples(records)
+    assert framed[0].tolist() == [t for prompt, completion in examples for t in prompt + completion]
+    assert framed[2].tolist() == [len(p) + len(c) for p, c in examples]
+    assert framed[0][0] == (tokenizer.bos_id if add_bos else tokenizer.encode(TEXT)[0])
+
+
 def test_a_chat_template_file_is_read_when_tokenizer_config_has_none(tmp_path):
     model = copy_fixture(tmp_path)
     config = json.loads((model / "tokenizer_config.json").read_text())

@@ -120,6 +120,12 @@ def encode_records(
     """
     if getattr(tokenizer, "encodes_utf8_bytes", False):
         return _encode_bytes(records, tokenizer.bos_id, tokenizer.eos_id)
+    encode_documents = getattr(tokenizer, "encode_documents", None)
+    if encode_documents is not None and not any(prompt for prompt, _ in records):
+        bodies = encode_documents([text for _, text in records])
+        lengths = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies))
+        flat = np.fromiter(chain.from_iterable(bodies), dtype=np.int32, count=int(lengths.sum()))
+        return _frame_documents(flat, lengths, tokenizer.document_bos, tokenizer.eos_id)
     encode_examples = getattr(tokenizer, "encode_examples", None)
     if encode_examples is not None:
         examples = encode_examples(records)
@@ -136,6 +142,24 @@ def encode_records(
     tokens = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=int(piece_lengths.sum()))
     weights = np.repeat(np.tile(np.asarray([0, 1], np.uint8), len(examples)), piece_lengths)
     return tokens, weights, piece_lengths.reshape(-1, 2).sum(axis=1)
+
+
+def _frame_documents(
+    flat: np.ndarray, lengths: np.ndarray, bos: int | None, eos: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``encode_records`` of text records from their bodies' ids (``flat``, ``lengths`` per record):
+    each becomes ``[bos] + body + [eos]`` (no bos when ``bos`` is None), trained on all but bos."""
+    framed = lengths + (2 if bos is not None else 1)
+    ends = np.cumsum(framed)
+    tokens = np.empty(int(ends[-1]) if ends.size else 0, dtype=np.int32)
+    weights = np.ones(tokens.size, dtype=np.uint8)
+    body = np.ones(tokens.size, dtype=bool)
+    body[ends - 1], tokens[ends - 1] = False, eos
+    if bos is not None:
+        starts = ends - framed
+        body[starts], tokens[starts], weights[starts] = False, bos, 0
+    tokens[body] = flat
+    return tokens, weights, framed
 
 
 def _encode_bytes(records: Sequence[Record], bos: int, eos: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ import struct
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -64,6 +64,7 @@ _NOT_BLANK = np.ones(256, dtype=bool)
 _NOT_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = False
 _ONE_OFFSET, _TWO_OFFSETS = struct.Struct("=Q"), struct.Struct("=2Q")  # a line index's uint64, as saved
 _JSON = json.JSONDecoder()  # json.loads of a str, a call shorter
+_JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows around a value
 
 
 def cache_dir() -> str:
@@ -434,7 +435,9 @@ class RecordSource:
         empty = [s.uri for s in self.shards if s.num_records == 0]
         if empty:
             raise DataError(f"{empty[0]}: the dataset shard has no records")
-        self._ends = np.cumsum([s.num_records for s in self.shards]).tolist()
+        counts = np.asarray([s.num_records for s in self.shards], dtype=np.int64)
+        self._ends = np.cumsum(counts).tolist()
+        self._firsts = np.cumsum(counts) - counts  # each shard's first record
         if len(self.shards) == 1:
             self.checksum = "sha256:" + self.shards[0].sha256
         else:
@@ -465,38 +468,84 @@ class RecordSource:
                 return values
         return record_values(raw, self.format, where, self._origin)  # raises, naming the line
 
-    def records(self, indices: Iterable[int]) -> list[Record]:
+    def records(self, indices: Sequence[int] | np.ndarray) -> list[Record]:
         """``[self[i] for i in indices]``, with the per-record work of a JSONL shard kept lean (what a
-        chunk of the training stream reads)."""
-        out: list[Record] = []
-        keys, first = self._keys, self._keys[0]
-        locate, span, read, decode = self._locate, self._span, self._read, _JSON.decode
-        for index in indices:
-            shard_index, local = locate(int(index))
-            if self.shards[shard_index].kind not in LINE_KINDS:
-                out.append(self[int(index)])
-                continue
-            start, end = span(shard_index, local)
-            data = read(shard_index, start, end - start)
-            try:
-                raw = decode(data.decode("utf-8"))
-            except (ValueError, RecursionError):  # the slow path names the line
-                out.append(self[int(index)])
-                continue
-            # a lone surrogate can only come from a \u escape: check the values only then
-            if type(raw) is dict and (b"\\u" not in data or _plain_values(raw, keys) is not None):
-                if len(keys) == 1:
-                    value = raw.get(first)
-                    if type(value) is str:
-                        out.append(("", value))
-                        continue
-                else:
-                    prompt, completion = raw.get(first), raw.get(keys[1])
-                    if type(prompt) is str and type(completion) is str:
-                        out.append((prompt, completion))
-                        continue
-            out.append(self[int(index)])  # raises, naming the line
+        chunk of the training stream reads): records located by one array search, each line read
+        with one ``pread`` and decoded by the JSON scanner; anything unusual (a malformed line, a
+        non-string value, a lone surrogate) goes through ``self[i]``, which names the line."""
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            bad = int(index[(index < 0) | (index >= len(self))][0])
+            raise IndexError(f"record {bad} of {len(self)}")
+        shard_of = np.searchsorted(self._firsts, index, side="right") - 1
+        local = index - self._firsts[shard_of]
+        out: list[Any] = [None] * index.size
+        for shard_index in np.unique(shard_of).tolist():
+            at = np.flatnonzero(shard_of == shard_index) if len(self.shards) > 1 else np.arange(index.size)
+            if self.shards[shard_index].kind in LINE_KINDS:
+                self._lines(shard_index, at.tolist(), local[at], out)
+            for k in at.tolist():
+                if out[k] is None:
+                    out[k] = self[int(index[k])]  # the slow path: raises, naming the line
         return out
+
+    def _lines(self, shard_index: int, at: list[int], local: np.ndarray, out: list[Any]) -> None:
+        """``out[at[j]]`` = the record on line ``local[j]`` of a JSONL shard, where it is a plain
+        object with string values of valid Unicode (else left None for the slow path)."""
+        shard = self.shards[shard_index]
+        starts, ends = self._spans(shard_index, local)
+        handle = self._handle(shard_index)
+        if isinstance(handle, int):
+            pread = os.pread
+            try:
+                lines = [pread(handle, e - s, s) for s, e in zip(starts, ends, strict=True)]
+            except OSError as exc:
+                raise DataError(f"{shard.uri}: cannot read dataset shard: {exc}") from exc
+        else:
+            lines = [self._read(shard_index, s, e - s) for s, e in zip(starts, ends, strict=True)]
+        scan, keys = _JSON.scan_once, self._keys
+        first, second = keys[0], keys[-1]
+        for k, data, s, e in zip(at, lines, starts, ends, strict=True):
+            if len(data) != e - s:
+                raise DataError(
+                    f"{shard.uri}: the dataset shard changed while training (read {len(data)} of {e - s} "
+                    f"bytes at offset {s}); restart the run to re-index it"
+                )
+            try:
+                line = data.decode("utf-8")
+                raw, stop = scan(line, 0)
+            except (UnicodeDecodeError, StopIteration, ValueError, RecursionError):
+                continue
+            if type(raw) is not dict or (stop != len(line) and line[stop:].strip(_JSON_SPACE)):
+                continue
+            if b"\\u" in data:  # a lone surrogate can only come from a \\u escape: check then
+                out[k] = _plain_values(raw, keys)
+            elif len(keys) == 1:
+                value = raw.get(first)
+                if type(value) is str:
+                    out[k] = ("", value)
+            else:
+                prompt, completion = raw.get(first), raw.get(second)
+                if type(prompt) is str and type(completion) is str:
+                    out[k] = (prompt, completion)
+
+    def _spans(self, shard_index: int, local: np.ndarray) -> tuple[list[int], list[int]]:
+        """(first bytes, ends) of lines ``local`` of a JSONL shard (as ``_span``, for many lines)."""
+        shard = self.shards[shard_index]
+        if shard.starts is not None:
+            following = np.minimum(local + 1, shard.num_records - 1)
+            ends = np.where(local + 1 == shard.num_records, shard.size, shard.starts[following])
+            return shard.starts[local].tolist(), ends.tolist()
+        fd, data_offset = self._index_file(shard_index)
+        pread, last, size = os.pread, shard.num_records - 1, _ONE_OFFSET.pack(shard.size)
+        raw = b"".join(
+            pread(fd, 16, data_offset + 8 * i) if i < last else pread(fd, 8, data_offset + 8 * i) + size
+            for i in local.tolist()
+        )
+        if len(raw) != 16 * local.size:
+            raise DataError(_truncated_index(shard))
+        pairs = np.frombuffer(raw, dtype=np.uint64).reshape(-1, 2)
+        return pairs[:, 0].tolist(), pairs[:, 1].tolist()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_handles": {}, "_groups": OrderedDict(), "_index": {}, "_lock": None}
@@ -552,21 +601,23 @@ class RecordSource:
         last = local + 1 == shard.num_records
         if shard.starts is not None:
             return int(shard.starts[local]), shard.size if last else int(shard.starts[local + 1])
+        fd, data_offset = self._index_file(shard_index)
+        raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
+        if len(raw) != (8 if last else 16):
+            raise DataError(_truncated_index(shard))
+        if last:
+            return _ONE_OFFSET.unpack(raw)[0], shard.size
+        return _TWO_OFFSETS.unpack(raw)  # type: ignore[return-value]
+
+    def _index_file(self, shard_index: int) -> tuple[int, int]:
+        """(descriptor, offset of the first offset) of a shard's open index file (this process's)."""
         index = self._index.get(shard_index)
         if index is None:
             with self._lock:
                 index = self._index.get(shard_index)
                 if index is None:
-                    index = self._index[shard_index] = _open_index(shard)
-        fd, data_offset = index
-        raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
-        if len(raw) != (8 if last else 16):
-            raise DataError(
-                f"{shard.uri}: its line index {shard.index_file} is truncated; delete it to rebuild"
-            )
-        if last:
-            return _ONE_OFFSET.unpack(raw)[0], shard.size
-        return _TWO_OFFSETS.unpack(raw)  # type: ignore[return-value]
+                    index = self._index[shard_index] = _open_index(self.shards[shard_index])
+        return index
 
     def _where(self, shard: ShardInfo, offset: int) -> str:
         """``shard:line`` of the line at ``offset`` (counted only when an error needs it)."""
@@ -655,6 +706,10 @@ class RecordSource:
             self._groups.move_to_end(key)
         row = local - int(bounds[group])
         return {name: values[row] for name, values in table.items()}, f"{shard.uri}:row {local + 1}"
+
+
+def _truncated_index(shard: ShardInfo) -> str:
+    return f"{shard.uri}: its line index {shard.index_file} is truncated; delete it to rebuild"
 
 
 def _open_index(shard: ShardInfo) -> tuple[int, int]:

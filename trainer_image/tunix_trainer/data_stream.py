@@ -154,7 +154,7 @@ class ChunkReader:
         return lane + self.batch_size * docs
 
     def __call__(self, slot: int, chunk: int) -> Chunk:
-        records = self.source.records(self.order(self.positions(int(self.lanes[slot]), chunk)).tolist())
+        records = self.source.records(self.order(self.positions(int(self.lanes[slot]), chunk)))
         tokens, weights, lengths = encode_records(records, self.tokenizer)
         starts = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=starts[1:])

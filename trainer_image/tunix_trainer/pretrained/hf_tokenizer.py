@@ -180,6 +180,16 @@ class HFTokenizer:
                 out.append((bos + p, [*c, self.eos_id]))
         return out
 
+    @property
+    def document_bos(self) -> int | None:
+        """The id a text record starts with (None: the tokenizer adds no BOS)."""
+        return self.bos_id if self.add_bos else None
+
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text record's text, without BOS/EOS (``encode_examples`` of
+        ``("", text)`` records is ``document_bos`` + these + ``eos_id``)."""
+        return self._encode_all(texts)
+
     def _encode_all(self, texts: list[str]) -> list[list[int]]:
         """``encode`` of each text: the fast path (tiktoken), else one batched library call."""
         if self._fast is not None:
