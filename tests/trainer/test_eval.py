@@ -363,10 +363,13 @@ def test_keep_best_without_the_best_checkpoint_exports_the_final_state_and_says_
     assert "exported the final state (step 8)" in err
 
 
-def test_a_failed_setup_closes_everything_it_opened(tmp_path, monkeypatch):
-    """A failure after the keepBest checkpointer was created closes it, the run's checkpointer and
-    the data pipeline (their threads and worker processes), and the error comes through as it was."""
+@pytest.mark.parametrize("failing", ["setup", "the loop's start"])
+def test_a_failed_setup_closes_everything_it_opened(tmp_path, monkeypatch, failing):
+    """A failure after the keepBest checkpointer was created (in the setup, or when the loop starts
+    the run's artifacts) closes it, the run's checkpointer and the data pipeline (their threads and
+    worker processes), and the error comes through as it was."""
     from tunix_trainer import loop
+    from tunix_trainer.artifacts import RunArtifacts
     from tunix_trainer.checkpoint import Checkpointer
     from tunix_trainer.data import BatchIterator
 
@@ -380,7 +383,10 @@ def test_a_failed_setup_closes_everything_it_opened(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("provenance unavailable")
 
-    monkeypatch.setattr(loop, "make_provenance", fail)
+    if failing == "setup":
+        monkeypatch.setattr(loop, "make_provenance", fail)
+    else:
+        monkeypatch.setattr(RunArtifacts, "start", fail)
     config = _write(tmp_path, checkpoint={"saveIntervalSteps": 4, "maxToKeep": 2, "keepBest": True})
     ckpt = str(tmp_path / "art" / "ckpt")
     with pytest.raises(RuntimeError, match="provenance unavailable"):

@@ -283,10 +283,14 @@ class _Loop:
 
     def run(self, state: Any, provenance: dict[str, Any]) -> dict[str, Any]:
         total = self.training.steps
-        self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
         step, pending = self.start_step, None
-        completions = CompletionWatch(self._clock)
-        try:
+        with contextlib.ExitStack() as cleanup:  # closed in reverse, also when the start fails
+            if self.evaluation is not None:
+                cleanup.callback(self.evaluation.close)
+            self.artifacts.start(resume_step=self.start_step, restored_from=self.restored_from)
+            cleanup.callback(self.artifacts.close)
+            completions = CompletionWatch(self._clock)
+            cleanup.callback(completions.close)
             if self.evaluation is not None and self.evaluation.due(step):  # before training, or again
                 self._evaluate(step, state)  # after a resume (its record was dropped with later ones)
             while step < total and not self._stop_requested(step):
@@ -323,11 +327,6 @@ class _Loop:
                 self._export(step, state)
             if self.evaluation is not None and self._keep_best():
                 self.evaluation.say_exported(self.model_uri, self._exported_step)
-        finally:
-            completions.close()
-            self.artifacts.close()
-            if self.evaluation is not None:
-                self.evaluation.close()
         if self.artifacts.missing_steps:  # a run never succeeds with a hole in its metrics
             first, last = self.artifacts.missing_steps
             raise TrainerError(
