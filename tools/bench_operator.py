@@ -67,6 +67,32 @@ BENCH_CONTROLLERS = tuple(
     if c not in ("job-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller")
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# moto's server (werkzeug) closes every connection, so each of the operator's S3 reads would pay a new
+# TCP connection, which S3 does not make it pay. With --s3-keep-alive the operator reads through this
+# proxy (its own process): HTTP/1.1 keep-alive on the operator's side, a connection per request to moto.
+KEEP_ALIVE_PROXY = """
+import http.client, http.server, sys
+UPSTREAM = int(sys.argv[2])
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        conn = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
+        conn.request("GET", self.path, headers=dict(self.headers))
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        self.send_response(resp.status)
+        for key, value in resp.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if resp.status != 304:
+            self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Proxy).serve_forever()
+"""
 
 
 # ---- measuring -----------------------------------------------------------------------------------
@@ -305,6 +331,24 @@ class Bench:
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
+    def operator_s3_url(self) -> str:
+        """The S3 endpoint the operator reads from: moto, or the keep-alive proxy in front of it."""
+        if not self.args.s3_keep_alive:
+            return self.s3_url
+        if getattr(self, "proxy", None) is None:
+            port = free_port()
+            command = [sys.executable, "-c", KEEP_ALIVE_PROXY, str(port), str(self.s3_port)]
+            self.proxy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proxy_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the keep-alive proxy did not start")
+                time.sleep(0.1)
+        return self.proxy_url
+
     def _start_operator(self) -> None:
         cert = self.plane.ca.issue(OPERATOR_USER, organization="system:masters")
         kubeconfig = controlplane.write_kubeconfig(
@@ -346,7 +390,8 @@ class Bench:
         time.sleep(3)  # kopf's initial listings
 
     def stop(self) -> None:
-        for process in (getattr(self, "operator", None), getattr(self, "moto", None)):
+        processes = [getattr(self, name, None) for name in ("operator", "moto", "proxy")]
+        for process in processes:
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
@@ -533,7 +578,7 @@ class Bench:
         a = self.args
         s3 = {
             "uri": "",
-            "endpointUrl": self.s3_url,
+            "endpointUrl": self.operator_s3_url(),
             "region": "us-east-1",
             "credentialsSecret": "bench-s3",
         }
@@ -658,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--s3-only", action="store_true", help="only phase 6 (S3 progress polls)")
+    parser.add_argument(
+        "--s3-keep-alive", action="store_true", help="the operator reads S3 through a keep-alive proxy"
+    )
     parser.add_argument(
         "--s3-read-only", action="store_true", help="only the CPU of one S3 progress read (no cluster)"
     )
