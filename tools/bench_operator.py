@@ -364,6 +364,7 @@ class Bench:
             "TUNIX_ARTIFACTS_BASE_URI": (self.workdir / "artifacts").as_uri(),
             "TUNIX_PROGRESS_INTERVAL_SECONDS": str(self.args.progress_interval),
             "TUNIX_MAX_CONCURRENT_RECONCILES": str(self.args.workers),
+            **({"TUNIX_RESYNC_INTERVAL_SECONDS": str(r)} if (r := self.args.resync_interval) else {}),
             "TUNIX_LOG_FORMAT": "text",
             "TUNIX_LOG_LEVEL": self.args.log_level,
         }
@@ -696,6 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
+    parser.add_argument("--resync-interval", type=float, default=None, help="TUNIX_RESYNC_INTERVAL_SECONDS")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
     parser.add_argument("--profile", default=None, help="cProfile the operator's main thread into this file")
     parser.add_argument("--log-level", default="WARNING", help="the operator's (its log: --keep)")
