@@ -2,8 +2,8 @@
 
     python tools/bench_data.py scale [--tokens 25e6,250e6,2.5e9] [--datasets DIR,...] [--workdir DIR]
     python tools/bench_data.py throughput [--tokenizer byte,smollm2,MODEL_DIR] [--workers 0,1,2,4,8]
-        [--threads 1,2,4] [--data-threads 1,2] [--no-encoder] [--seconds 20] [--seeded-tokens 25e6]
-        [--text-dir DIR] [--json OUT.json]
+        [--threads 1,2,4] [--data-threads 1,2] [--no-encoder] [--seconds 20] [--windows 1]
+        [--seeded-tokens 25e6] [--text-dir DIR] [--json OUT.json]
     python tools/bench_data.py train-wait examples/run.yaml [--steps N]
     python tools/bench_data.py first-batch --uri DATASET [--batches 200]     (one child measurement)
 
@@ -224,8 +224,9 @@ def encoder_alone(uri: str, tokenizer: Any, seconds: float, threads: list[int]) 
     return row
 
 
-def one_core(uri: str, tokenizer: Any, seconds: float) -> float:
-    """Tokens per CPU-second of reading + parsing + tokenizing chunks in this process."""
+def one_core(uri: str, tokenizer: Any, seconds: float, windows: int = 1) -> list[float]:
+    """Tokens per CPU-second of reading + parsing + tokenizing chunks in this process, in each of
+    ``windows`` windows of ``seconds / windows`` CPU-seconds."""
     from tunix_api.training import DatasetSpec
     from tunix_trainer.data import BatchIterator
     from tunix_trainer.data_stream import ChunkReader
@@ -233,12 +234,24 @@ def one_core(uri: str, tokenizer: Any, seconds: float) -> float:
     data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, **SHAPE)
     reader: ChunkReader = data._stream.reader
     reader(0, 0)  # warm: open files
-    tokens, chunk = 0, 1
-    started = time.process_time()
-    while time.process_time() - started < seconds:
-        tokens += reader(chunk % len(reader.lanes), chunk // len(reader.lanes)).tokens.size
-        chunk += 1
-    return tokens / (time.process_time() - started)
+    rates, chunk = [], 1
+    for _ in range(windows):
+        tokens, started = 0, time.process_time()
+        while time.process_time() - started < seconds / windows:
+            tokens += reader(chunk % len(reader.lanes), chunk // len(reader.lanes)).tokens.size
+            chunk += 1
+        rates.append(tokens / (time.process_time() - started))
+    return rates
+
+
+def spread(rates: list[float], key: str) -> dict[str, Any]:
+    """``{key: median}``, with the best window and all of them when there are several."""
+    ordered = sorted(rates)
+    row: dict[str, Any] = {key: round(ordered[len(ordered) // 2])}
+    if len(rates) > 1:
+        row[f"{key}_best"] = round(ordered[-1])
+        row[f"{key}_windows"] = [round(r) for r in rates]
+    return row
 
 
 def _cpu_seconds() -> tuple[float, float]:
@@ -253,31 +266,39 @@ def _cpu_seconds() -> tuple[float, float]:
     return sum(me.cpu_times()[:2]), workers
 
 
-def pipeline(uri: str, tokenizer: Any, workers: int, seconds: float, threads: int = 1) -> dict[str, float]:
+def pipeline(
+    uri: str, tokenizer: Any, workers: int, seconds: float, threads: int = 1, windows: int = 1
+) -> dict[str, Any]:
     """Tokens/s the pipeline serves to a consumer that only takes batches (``threads``: of the
-    in-process path, workers 0)."""
+    in-process path, workers 0), over ``windows`` windows of ``seconds / windows`` (the median window
+    and, with several, the best one and all)."""
     from tunix_api.training import DatasetSpec
     from tunix_trainer.data import BatchIterator
 
     data = BatchIterator(DatasetSpec(uri=uri), tokenizer, seed=0, workers=workers, threads=threads, **SHAPE)
+    walls, cpus, trainer, helper = [], [], 0.0, 0.0
+    total = 0
     try:
         started = time.perf_counter()
         next(data)
         startup = time.perf_counter() - started
         for _ in range(3):
             next(data)
-        (main0, workers0), wall0, served = _cpu_seconds(), time.perf_counter(), 0
-        while time.perf_counter() - wall0 < seconds:
-            served += next(data).inputs.size
-        (main1, workers1), wall = _cpu_seconds(), time.perf_counter() - wall0
-        main, helpers = main1 - main0, workers1 - workers0
+        for _ in range(windows):
+            (main0, workers0), wall0, served = _cpu_seconds(), time.perf_counter(), 0
+            while time.perf_counter() - wall0 < seconds / windows:
+                served += next(data).inputs.size
+            (main1, workers1), wall = _cpu_seconds(), time.perf_counter() - wall0
+            walls.append(served / wall)
+            cpus.append(served / (main1 - main0 + workers1 - workers0))
+            trainer, helper, total = trainer + main1 - main0, helper + workers1 - workers0, total + served
     finally:
         data.close()
     return {
-        "tokens_per_second": round(served / wall),
-        "tokens_per_cpu_second": round(served / (main + helpers)),
-        "trainer_cpu_seconds_per_m_tokens": round(main / served * 1e6, 3),
-        "worker_cpu_seconds_per_m_tokens": round(helpers / served * 1e6, 3),
+        **spread(walls, "tokens_per_second"),
+        **spread(cpus, "tokens_per_cpu_second"),
+        "trainer_cpu_seconds_per_m_tokens": round(trainer / total * 1e6, 3),
+        "worker_cpu_seconds_per_m_tokens": round(helper / total * 1e6, 3),
         "first_batch_seconds": round(startup, 2),
     }
 
@@ -292,6 +313,7 @@ def throughput(
     seeded_tokens: float,
     data_threads: list[int] | None = None,
     no_encoder: bool = False,
+    windows: int = 1,
 ) -> list[dict[str, Any]]:
     datasets = {"seeded": seed_text(workdir, seeded_tokens)[0]}
     if text_dir:
@@ -313,8 +335,8 @@ def throughput(
                         **encoder_alone(str(uri), tokenizer, seconds, threads),
                     }
                 )
-            one = one_core(str(uri), tokenizer, seconds)
-            emit({"tokenizer": name, "dataset": label, "one_core_tokens_per_cpu_second": round(one)})
+            one = one_core(str(uri), tokenizer, seconds, windows)
+            emit({"tokenizer": name, "dataset": label, **spread(one, "one_core_tokens_per_cpu_second")})
             for n in workers:
                 for k in (data_threads or [1]) if n == 0 else [1]:
                     emit(
@@ -323,7 +345,7 @@ def throughput(
                             "dataset": label,
                             "workers": n,
                             **({"threads": k} if n == 0 else {}),
-                            **pipeline(str(uri), tokenizer, n, seconds, k),
+                            **pipeline(str(uri), tokenizer, n, seconds, k, windows),
                         }
                     )
     return rows
@@ -405,8 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--workers", default="0,1,2", help="pipeline worker processes to measure")
     t.add_argument("--threads", default="1,2", help="threads of one process running the encoder alone")
     t.add_argument("--data-threads", default="", help="threads of the in-process path (workers 0) to measure")
-    t.add_argument("--no-encoder", action="store_true", help="skip the encoder-alone and one-core rows")
+    t.add_argument("--no-encoder", action="store_true", help="skip the encoder-alone rows")
     t.add_argument("--seconds", type=float, default=20.0)
+    t.add_argument(
+        "--windows", type=int, default=1, help="split each one-core and pipeline measure into N windows "
+        "and report the median and the best (on a shared machine the best window is the least disturbed)"
+    )  # fmt: skip
     t.add_argument(
         "--seeded-tokens", type=float, default=25e6, help="size of the seeded dataset (byte tokens)"
     )
@@ -444,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             args.seeded_tokens,
             [int(x) for x in args.data_threads.split(",") if x],
             args.no_encoder,
+            args.windows,
         )
         if args.json:
             machine = {"cpus": os.cpu_count(), "load_before": load, "load_after": os.getloadavg()}
