@@ -2,10 +2,9 @@
 
 One daemon per TunixRun owns its reconcile loop, so a run is never reconciled twice
 at once; Job/Pod events and spec changes only wake that daemon. Requeue delays
-(backoff, deadline, TTL, progress polling) are the daemon's sleep; a run whose last decision
-changed nothing sleeps until its next time-based check while the poller re-reads its files.
-The daemon reconciles from memory: kopf keeps its ``body`` current, and two indices hold every
-Job and pod of ours by (namespace, run), filled by watches that the API server filters by label.
+(backoff, deadline, TTL, progress polling) are the daemon's sleep. The daemon reconciles
+from memory: kopf keeps its ``body`` current, and two indices hold every Job and pod of
+ours by (namespace, run), filled by watches that the API server filters by label.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from tunix_api.run import GROUP, PLURAL, TERMINAL_PHASES, VERSION
 from tunix_operator.cache import Children, slim_job, slim_pod
 from tunix_operator.manifests import LABEL_MANAGED_BY, LABEL_RUN, MANAGED_BY
 from tunix_operator.metrics import OperatorMetrics
-from tunix_operator.poller import Poller
 from tunix_operator.reconciler import Reconciler
 from tunix_operator.settings import OperatorSettings
 
@@ -69,6 +67,14 @@ class RunProgressStorage(kopf.AnnotationsProgressStorage):
 
     def clear(self, *, essence: Any) -> Any:
         return essence if "metadata" not in essence else super().clear(essence=essence)
+
+
+class QuietChildEvents(logging.Filter):
+    """Drop kopf's "Handler 'pod-event' succeeded." lines: one per pod or run change is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message == f"Handler {hid!r} succeeded." for hid in CHILD_EVENT_IDS)
 
 
 class RetriesAsWarnings(logging.Filter):
@@ -129,11 +135,6 @@ class RunDaemons:
         self.metrics = metrics
         self.settings = settings
         self.workers = Workers(settings.max_concurrent_reconciles, metrics)
-        # Quiet runs' files are re-read off the event loop; a change pokes the daemon.
-        self.poller: Poller[tuple[str, str]] = Poller(
-            self._unchanged_or_poke, self._poke_threadsafe, settings.max_concurrent_reconciles
-        )
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wakers: dict[tuple[str, str], asyncio.Event] = {}
         self._specs: dict[tuple[str, str], tuple[Any, Any]] = {}  # (generation, spec.suspend) last seen
         self._deleted: set[str] = set()  # uids of runs deleted while their daemon runs
@@ -163,22 +164,6 @@ class RunDaemons:
         if waker is not None:
             waker.set()
 
-    def _unchanged_or_poke(self, key: tuple[str, str]) -> bool:
-        """(In a poller thread.) Whether the quiet run's files changed; counts those that did not."""
-        new = self.reconciler.changed(key)
-        if not new:
-            self.metrics.unchanged.inc()
-        return new
-
-    def _poke_threadsafe(self, key: tuple[str, str]) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.poke, *key)
-
-    def stop(self) -> None:
-        """No more reconciles or polls (the operator is stopping)."""
-        self.poller.stop()
-        self.workers.shutdown()
-
     async def run(
         self, namespace: str, name: str, body: Mapping[str, Any], children: ChildrenFn, stopped: Any
     ) -> None:
@@ -187,55 +172,46 @@ class RunDaemons:
         (no TTL) waits for a poke only."""
         key = (namespace, name)
         uid = (body.get("metadata") or {}).get("uid") or ""
-        self._loop = asyncio.get_running_loop()
         waker = self._wakers.setdefault(key, asyncio.Event())
         watcher = asyncio.ensure_future(_set_when_stopped(stopped, waker))
         failures = 0
         try:
             while not stopped and uid not in self._deleted:
                 waker.clear()
-                self.poller.cancel(key)
-                delay, failed, poll = await self._reconcile(body, children)
+                delay, failed = await self._reconcile(body, children)
                 failures = failures + 1 if failed else 0
                 if failed:
                     delay = ERROR_BACKOFF_SECONDS[min(failures, len(ERROR_BACKOFF_SECONDS)) - 1]
                 if delay is None:  # the run is gone
                     break
-                if poll is not None:  # a quiet run: its files are polled, it sleeps until a check is due
-                    self.poller.schedule(key, poll)
                 await _sleep(waker, delay)
         finally:
             watcher.cancel()
-            self.poller.cancel(key)
             self._deleted.discard(uid)
             self._wakers.pop(key, None)
             self.metrics.forget(namespace, name)
             self.reconciler.forget(namespace, name)
 
-    async def _reconcile(
-        self, body: Mapping[str, Any], children: ChildrenFn
-    ) -> tuple[float | None, bool, float | None]:
+    async def _reconcile(self, body: Mapping[str, Any], children: ChildrenFn) -> tuple[float | None, bool]:
         """(seconds until the next reconcile (inf: only when poked) or None when the run is gone,
-        whether it raised, seconds until the poller is to re-read the files of a quiet run)."""
+        whether it raised)."""
         snapshot = dict(body)  # kopf replaces the live body's content as events arrive
         namespace, name = _names(snapshot)
         try:
             with self.metrics.timed():
                 result = await self.workers.run(self.reconciler.reconcile, snapshot, children())
         except Stopping:
-            return None, False, None
+            return None, False
         except TRANSIENT_ERRORS as exc:
             self.metrics.errors.inc()
             logger.warning("reconcile of %s/%s failed, will retry: %s", namespace, name, _short(exc))
-            return self.settings.resync_interval_seconds, True, None
+            return self.settings.resync_interval_seconds, True
         except Exception as exc:  # a bug or a pathological object: fail this run, keep the others going
             self.metrics.errors.inc()
             logger.exception("reconcile of %s/%s raised", namespace, name)
-            return await self._fail(snapshot, exc), True, None
+            return await self._fail(snapshot, exc), True
         if result is None:
-            return None, False, None
-        if result.skipped:
-            self.metrics.unchanged.inc()
+            return None, False
         decision = result.decision
         phase = decision.status.get("phase")
         self.metrics.observe_phase(namespace, name, phase)
@@ -243,14 +219,11 @@ class RunDaemons:
             kopf.event(dict(result.body), type=event.type, reason=event.reason, message=event.message)
             logger.info("%s/%s: %s: %s", namespace, name, event.reason, event.message)
         if decision.requeue_after is None and phase in TERMINAL_PHASES:
-            return math.inf, False, None  # finished: nothing to do until a child or the spec changes
-        if result.quiet is not None:
-            poll, stands = result.quiet
-            return min(stands, self.settings.resync_interval_seconds), False, poll
+            return math.inf, False  # finished: nothing to do until a child or the spec changes
         delay = self.settings.resync_interval_seconds
         if decision.requeue_after is not None:
             delay = min(delay, decision.requeue_after)
-        return delay, False, None
+        return delay, False
 
     async def _fail(self, body: Mapping[str, Any], exc: Exception) -> float:
         namespace, name = _names(body)
@@ -350,7 +323,7 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry, id="stop-workers")
     async def stop_workers(**_: Any) -> None:
-        daemons.stop()
+        daemons.workers.shutdown()
 
     if login is not None:
         kopf.on.login(registry=registry, id="login")(login)
@@ -388,27 +361,18 @@ def build_registry(
 
     _without_finalizer(registry, "reconcile")
 
-    # Watch events wake daemons from the filters of event handlers that are never called: kopf calls
-    # a handler's ``when`` filter after it has updated the indices, and a filter costs a function call
-    # where a handler invocation costs kopf's whole execution path (a 300-run burst under cProfile:
-    # kopf's watching causes 4.9 -> 2.1 s, the event loop's CPU 5.7 -> 4.9 s). The run's events: a
-    # spec change (not on.update/on.field: those need kopf's "last-handled-configuration" annotation,
-    # one more patch of every run) or its deletion.
-    def run_seen(name: str, namespace: str, body: Any, type: str | None, **_: Any) -> bool:
+    # A spec change wakes the daemon. An event handler, not on.update/on.field: those need kopf's
+    # "last-handled-configuration" annotation, one more patch of every run.
+    @kopf.on.event(*runs, registry=registry, id=RUN_EVENT_ID)
+    async def run_event(name: str, namespace: str, body: Any, type: str | None, **_: Any) -> None:
         daemons.spec_seen(namespace, name, body, gone=type == "DELETED")
-        return False
 
-    def child_seen(namespace: str, labels: Mapping[str, str], **_: Any) -> bool:
+    @kopf.on.event(*JOBS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[0])
+    async def job_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
         daemons.poke(namespace, labels.get(LABEL_RUN))
-        return False
 
-    async def never_called(**_: Any) -> None:
-        """The filter did the work."""
-
-    kopf.on.event(*runs, registry=registry, id=RUN_EVENT_ID, when=run_seen)(never_called)
-    for resource, handler_id in ((JOBS, CHILD_EVENT_IDS[0]), (PODS, CHILD_EVENT_IDS[1])):
-        kopf.on.event(
-            *resource, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=handler_id, when=child_seen
-        )(never_called)
+    @kopf.on.event(*PODS, registry=registry, labels={LABEL_RUN: kopf.PRESENT}, id=CHILD_EVENT_IDS[1])
+    async def pod_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
+        daemons.poke(namespace, labels.get(LABEL_RUN))
 
     return registry
