@@ -148,7 +148,7 @@ class EvalBatches:
         pad = self.tokenizer.pad_id
         carry_t, carry_w = np.zeros(0, np.int32), np.zeros(0, np.uint8)
         for start in range(0, self.num_records, self._per_read):
-            records = [self.source[int(i)] for i in self.indices[start : start + self._per_read]]
+            records = self.source.records(self.indices[start : start + self._per_read])
             tokens, weights, lengths = encode_records(records, self.tokenizer)
             if self.packing:
                 tokens, weights = np.concatenate([carry_t, tokens]), np.concatenate([carry_w, weights])

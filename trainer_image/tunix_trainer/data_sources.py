@@ -62,7 +62,7 @@ _BOM = b"\xef\xbb\xbf"
 # Bytes that make a line blank: JSON whitespace and the other ASCII ones str.strip() drops.
 _NOT_BLANK = np.ones(256, dtype=bool)
 _NOT_BLANK[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = False
-_ONE_OFFSET, _TWO_OFFSETS = struct.Struct("=Q"), struct.Struct("=2Q")  # a line index's uint64, as saved
+_ONE_OFFSET = struct.Struct("=Q")  # a line index's uint64, as saved
 _JSON = json.JSONDecoder()  # json.loads of a str, a call shorter
 _JSON_SPACE = " \t\r\n"  # the only whitespace JSON allows around a value
 
@@ -507,10 +507,7 @@ class RecordSource:
         first, second = keys[0], keys[-1]
         for k, data, s, e in zip(at, lines, starts, ends, strict=True):
             if len(data) != e - s:
-                raise DataError(
-                    f"{shard.uri}: the dataset shard changed while training (read {len(data)} of {e - s} "
-                    f"bytes at offset {s}); restart the run to re-index it"
-                )
+                raise DataError(_changed_while_training(shard, len(data), e - s, s))
             try:
                 line = data.decode("utf-8")
                 raw, stop = scan(line, 0)
@@ -530,7 +527,8 @@ class RecordSource:
                     out[k] = (prompt, completion)
 
     def _spans(self, shard_index: int, local: np.ndarray) -> tuple[list[int], list[int]]:
-        """(first bytes, ends) of lines ``local`` of a JSONL shard (as ``_span``, for many lines)."""
+        """(first bytes, ends) of lines ``local`` of a JSONL shard: from its offsets in memory, or 16
+        bytes of the cached index file a line (so memory does not grow with the record count)."""
         shard = self.shards[shard_index]
         if shard.starts is not None:
             following = np.minimum(local + 1, shard.num_records - 1)
@@ -595,19 +593,9 @@ class RecordSource:
             return decode_json(line, where), where  # raises, naming the line
 
     def _span(self, shard_index: int, local: int) -> tuple[int, int]:
-        """(first byte, end) of line ``local`` of a JSONL shard: from its offsets in memory, or 16
-        bytes of the cached index file (so memory does not grow with the record count)."""
-        shard = self.shards[shard_index]
-        last = local + 1 == shard.num_records
-        if shard.starts is not None:
-            return int(shard.starts[local]), shard.size if last else int(shard.starts[local + 1])
-        fd, data_offset = self._index_file(shard_index)
-        raw = os.pread(fd, 8 if last else 16, data_offset + 8 * local)
-        if len(raw) != (8 if last else 16):
-            raise DataError(_truncated_index(shard))
-        if last:
-            return _ONE_OFFSET.unpack(raw)[0], shard.size
-        return _TWO_OFFSETS.unpack(raw)  # type: ignore[return-value]
+        """(first byte, end) of line ``local`` of a JSONL shard (see ``_spans``)."""
+        starts, ends = self._spans(shard_index, np.asarray([local], dtype=np.int64))
+        return starts[0], ends[0]
 
     def _index_file(self, shard_index: int) -> tuple[int, int]:
         """(descriptor, offset of the first offset) of a shard's open index file (this process's)."""
@@ -648,10 +636,7 @@ class RecordSource:
         except OSError as exc:
             raise DataError(f"{shard.uri}: cannot read dataset shard: {exc}") from exc
         if len(data) != length:
-            raise DataError(
-                f"{shard.uri}: the dataset shard changed while training (read {len(data)} of {length} "
-                f"bytes at offset {offset}); restart the run to re-index it"
-            )
+            raise DataError(_changed_while_training(shard, len(data), length, offset))
         return data
 
     def _open(self, shard: ShardInfo) -> Any:
@@ -706,6 +691,13 @@ class RecordSource:
             self._groups.move_to_end(key)
         row = local - int(bounds[group])
         return {name: values[row] for name, values in table.items()}, f"{shard.uri}:row {local + 1}"
+
+
+def _changed_while_training(shard: ShardInfo, got: int, length: int, offset: int) -> str:
+    return (
+        f"{shard.uri}: the dataset shard changed while training (read {got} of {length} bytes at "
+        f"offset {offset}); restart the run to re-index it"
+    )
 
 
 def _truncated_index(shard: ShardInfo) -> str:
