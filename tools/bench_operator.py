@@ -14,6 +14,9 @@ server's audit log counts its requests exactly; its CPU and peak RSS read from /
 6. S3: ``--s3-runs`` Running runs whose progress.json lives on S3 and is rewritten every
    ``--progress-interval`` seconds (the operator polls at the same interval): operator CPU, reads.
 
+``--s3-only`` runs phase 6 alone. ``reconciles_unchanged`` counts the polls and reconciles that found a
+quiet run as its last decision left it (``tunix_reconciles_unchanged_total``).
+
 Prints one JSON document (and writes it to ``--out``). CPU seconds and request counts are the figures
 to compare; wall times are given with the load average of the machine during each phase.
 
@@ -64,6 +67,32 @@ BENCH_CONTROLLERS = tuple(
     if c not in ("job-controller", "pod-garbage-collector-controller", "ttl-after-finished-controller")
 )
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# moto's server (werkzeug) closes every connection, so each of the operator's S3 reads would pay a new
+# TCP connection, which S3 does not make it pay. With --s3-keep-alive the operator reads through this
+# proxy (its own process): HTTP/1.1 keep-alive on the operator's side, a connection per request to moto.
+KEEP_ALIVE_PROXY = """
+import http.client, http.server, sys
+UPSTREAM = int(sys.argv[2])
+class Proxy(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        conn = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=30)
+        conn.request("GET", self.path, headers=dict(self.headers))
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        self.send_response(resp.status)
+        for key, value in resp.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if resp.status != 304:
+            self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Proxy).serve_forever()
+"""
 
 
 # ---- measuring -----------------------------------------------------------------------------------
@@ -104,6 +133,10 @@ def reconcile_count(metrics: dict[str, float]) -> float:
     return metrics.get("tunix_reconcile_duration_seconds_count", 0.0)
 
 
+def unchanged_count(metrics: dict[str, float]) -> float:
+    return metrics.get("tunix_reconciles_unchanged_total", 0.0)
+
+
 def storage_reads(metrics: dict[str, float]) -> dict[str, float]:
     pattern = re.compile(r'tunix_storage_reads_total\{result="(\w+)"\}')
     return {m.group(1): v for k, v in metrics.items() if (m := pattern.fullmatch(k))}
@@ -141,6 +174,8 @@ class Window:
             "api_requests_by_verb": dict(sorted(requests.items())),
             "reconciles": (done := reconcile_count(metrics) - reconcile_count(self.metrics)),
             "operator_cpu_ms_per_reconcile": round(1000 * cpu / done, 2) if done else None,
+            # Of them, found as the last quiet decision left them (not decided again).
+            "reconciles_unchanged": unchanged_count(metrics) - unchanged_count(self.metrics),
             "storage_reads": reads,
             "load_average_1m": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
         }
@@ -296,6 +331,24 @@ class Bench:
     def s3_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
+    def operator_s3_url(self) -> str:
+        """The S3 endpoint the operator reads from: moto, or the keep-alive proxy in front of it."""
+        if not self.args.s3_keep_alive:
+            return self.s3_url
+        if getattr(self, "proxy", None) is None:
+            port = free_port()
+            command = [sys.executable, "-c", KEEP_ALIVE_PROXY, str(port), str(self.s3_port)]
+            self.proxy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proxy_url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the keep-alive proxy did not start")
+                time.sleep(0.1)
+        return self.proxy_url
+
     def _start_operator(self) -> None:
         cert = self.plane.ca.issue(OPERATOR_USER, organization="system:masters")
         kubeconfig = controlplane.write_kubeconfig(
@@ -311,6 +364,7 @@ class Bench:
             "TUNIX_ARTIFACTS_BASE_URI": (self.workdir / "artifacts").as_uri(),
             "TUNIX_PROGRESS_INTERVAL_SECONDS": str(self.args.progress_interval),
             "TUNIX_MAX_CONCURRENT_RECONCILES": str(self.args.workers),
+            **({"TUNIX_RESYNC_INTERVAL_SECONDS": str(r)} if (r := self.args.resync_interval) else {}),
             "TUNIX_LOG_FORMAT": "text",
             "TUNIX_LOG_LEVEL": self.args.log_level,
         }
@@ -337,7 +391,8 @@ class Bench:
         time.sleep(3)  # kopf's initial listings
 
     def stop(self) -> None:
-        for process in (getattr(self, "operator", None), getattr(self, "moto", None)):
+        processes = [getattr(self, name, None) for name in ("operator", "moto", "proxy")]
+        for process in processes:
             if process is not None and process.poll() is None:
                 process.terminate()
                 try:
@@ -440,6 +495,10 @@ class Bench:
     def run(self) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {"settings": {k: v for k, v in vars(a).items() if k != "out"}}
+        if a.s3_only:
+            self.s3_phase(out)
+            out["operator_peak_rss_mib"] = round(peak_rss_mib(self.operator.pid), 1)
+            return out
         if a.unrelated_pods:  # 0. pods that are not ours, created while the operator idles
             window = Window(self)
             rss = peak_rss_mib(self.operator.pid)
@@ -511,36 +570,41 @@ class Bench:
         out["rest_finished"] = {"runs": len(everyone), **window.close()}
         # 6. S3 progress
         if a.s3_runs:
-            s3 = {
-                "uri": "",
-                "endpointUrl": self.s3_url,
-                "region": "us-east-1",
-                "credentialsSecret": "bench-s3",
-            }
-            names = [f"s3-{i}" for i in range(a.s3_runs)]
-            self.write_progress(names, 1)
-            self.parallel(lambda n: self.create_run(n, {**s3, "uri": f"s3://{BUCKET}/{n}"}), names)
-            self.jobs.wait([f"{n}-0" for n in names], timeout=600)
-            self.parallel(self.start_pod, [f"{n}-0" for n in names])
-            self.wait_phase(names, "Running", timeout=600)
-            time.sleep(a.settle_seconds + a.progress_interval)
-            window = Window(self)
-            step, deadline = 1, time.monotonic() + a.rest_seconds
-            while time.monotonic() < deadline:
-                step += 1
-                self.write_progress(names, step)
-                time.sleep(max(0.0, a.progress_interval - 0.5))
-            result = window.close()
-            reads = sum(result["storage_reads"].values())
-            result["runs"] = len(names)
-            result["operator_cpu_ms_per_storage_read"] = (
-                round(1000 * result["operator_cpu_seconds"] / reads, 2) if reads else None
-            )
-            out["s3_progress"] = result
-            result = self.s3_idle(names)
-            out["s3_progress_unchanged"] = result
+            self.s3_phase(out)
         out["operator_peak_rss_mib"] = round(peak_rss_mib(self.operator.pid), 1)
         return out
+
+    def s3_phase(self, out: dict[str, Any]) -> None:
+        """Phase 6: Running runs whose progress.json on S3 changes every interval, then does not."""
+        a = self.args
+        s3 = {
+            "uri": "",
+            "endpointUrl": self.operator_s3_url(),
+            "region": "us-east-1",
+            "credentialsSecret": "bench-s3",
+        }
+        names = [f"s3-{i}" for i in range(a.s3_runs)]
+        self.write_progress(names, 1)
+        self.parallel(lambda n: self.create_run(n, {**s3, "uri": f"s3://{BUCKET}/{n}"}), names)
+        self.jobs.wait([f"{n}-0" for n in names], timeout=600)
+        self.parallel(self.start_pod, [f"{n}-0" for n in names])
+        self.wait_phase(names, "Running", timeout=600)
+        time.sleep(a.settle_seconds + a.progress_interval)
+        window = Window(self)
+        step, deadline = 1, time.monotonic() + a.rest_seconds
+        while time.monotonic() < deadline:
+            step += 1
+            self.write_progress(names, step)
+            time.sleep(max(0.0, a.progress_interval - 0.5))
+        result = window.close()
+        reads = sum(result["storage_reads"].values())
+        result["runs"] = len(names)
+        result["operator_cpu_ms_per_storage_read"] = (
+            round(1000 * result["operator_cpu_seconds"] / reads, 2) if reads else None
+        )
+        out["s3_progress"] = result
+        result = self.s3_idle(names)
+        out["s3_progress_unchanged"] = result
 
     def s3_idle(self, names: list[str]) -> dict[str, Any]:
         """The same S3 runs while their progress does not change (conditional reads answered 304)."""
@@ -633,12 +697,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
+    parser.add_argument("--resync-interval", type=float, default=None, help="TUNIX_RESYNC_INTERVAL_SECONDS")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
     parser.add_argument("--profile", default=None, help="cProfile the operator's main thread into this file")
     parser.add_argument("--log-level", default="WARNING", help="the operator's (its log: --keep)")
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--s3-only", action="store_true", help="only phase 6 (S3 progress polls)")
+    parser.add_argument(
+        "--s3-keep-alive", action="store_true", help="the operator reads S3 through a keep-alive proxy"
+    )
     parser.add_argument(
         "--s3-read-only", action="store_true", help="only the CPU of one S3 progress read (no cluster)"
     )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import kopf
 import kubernetes
 
-from tunix_operator.handlers import QuietChildEvents, RetriesAsWarnings, build_registry
+from tunix_operator.handlers import RetriesAsWarnings, build_registry
 from tunix_operator.kube import KubeClient
 from tunix_operator.metrics import OperatorMetrics
 from tunix_operator.reconciler import Reconciler
@@ -88,7 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger().setLevel(settings.log_level)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(QuietChildEvents())
         handler.addFilter(RetriesAsWarnings())
     metrics = OperatorMetrics()
     if settings.metrics_port:

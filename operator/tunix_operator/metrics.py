@@ -12,7 +12,8 @@ from tunix_api.run import Phase
 
 class OperatorMetrics:
     """tunix_runs{phase}, tunix_reconcile_errors_total, tunix_reconcile_duration_seconds,
-    tunix_reconcile_queue_depth, tunix_reconciles_in_flight, tunix_storage_reads_total{result}."""
+    tunix_reconcile_queue_depth, tunix_reconciles_in_flight, tunix_reconciles_unchanged_total,
+    tunix_storage_reads_total{result}."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -30,6 +31,12 @@ class OperatorMetrics:
         )
         self.in_flight = Gauge(
             "tunix_reconciles_in_flight", "Reconciles running in a worker now.", registry=self.registry
+        )
+        self.unchanged = Counter(
+            "tunix_reconciles_unchanged",
+            "Reconciles that found the run, its children and its files as a quiet decision left them "
+            "(not decided again; a subset of tunix_reconcile_duration_seconds_count).",
+            registry=self.registry,
         )
         self.storage_reads = Counter(
             "tunix_storage_reads",

@@ -4,14 +4,19 @@ Nothing is read from the API: the run's body is the daemon's live body and its J
 from kopf's indices (:class:`~tunix_operator.cache.Children`); :mod:`tunix_operator.cache` bridges
 the few milliseconds by which the watches lag the operator's own writes. Synchronous I/O; the kopf
 layer runs it in a worker thread, one at a time per run.
+
+A poll that finds nothing new is not decided again (:mod:`tunix_operator.quiet`): when the
+last decision changed nothing and the run, its children and the files read are the same versions,
+the same decision stands until its next time-based check (deadline, stall, backoff, TTL) or the
+resync interval, whichever comes first.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +26,7 @@ from tunix_operator import state
 from tunix_operator.cache import Children, JobExpectations, RunKey, StatusWrites
 from tunix_operator.kube import KubeClient
 from tunix_operator.manifests import RunRef, artifacts_uri, build_children, credentials_secret, job_name
+from tunix_operator.quiet import Files, Quiet, QuietDecisions, versions
 from tunix_operator.settings import OperatorSettings
 from tunix_operator.storage import ArtifactReader, CredentialsCache, JsonReads
 
@@ -38,6 +44,10 @@ def utcnow() -> datetime:
 class Result:
     body: Mapping[str, Any]  # the run as decided on (for events)
     decision: state.Decision
+    skipped: bool = False  # nothing new since the last (quiet) decision: not decided again
+    # A quiet decision: (seconds until the files are to be read again, seconds it stands at most)
+    # (for :class:`~tunix_operator.poller.Poller`); None otherwise.
+    quiet: tuple[float, float] | None = None
 
 
 def _key(body: Mapping[str, Any]) -> RunKey:
@@ -60,6 +70,8 @@ class Reconciler:
         self.secrets = CredentialsCache(kube.read_secret, max_age_seconds=settings.secret_cache_seconds)
         self.writes = StatusWrites()
         self.expectations = JobExpectations()
+        self.quiet: QuietDecisions = QuietDecisions()
+        self._read_ahead: dict[RunKey, Files] = {}  # files a poll found changed, for the next reconcile
 
     def reconcile(self, live: Mapping[str, Any], children: Children) -> Result | None:
         """Reconcile the run once; None when it is being deleted or is gone."""
@@ -68,9 +80,25 @@ class Reconciler:
         if (body.get("metadata") or {}).get("deletionTimestamp"):
             return None
         jobs = self.expectations.jobs(key, children.jobs)
-        view = state.view_run(body)  # parsed once for reading and deciding
-        observed = self._observe(body, view, jobs, children)
-        decision = state.decide(view, observed, self.clock(), self.settings)
+        now = self.clock()
+        seen = versions(body, jobs.values(), children.pods)
+        last = self.quiet.valid(key, seen, now)
+        view = last.view if last is not None else state.view_run(body)  # parsed once per version
+        attempt = view.status.attempt
+        job = jobs.get(job_name(view.name, attempt)) if attempt is not None else None
+        pods = list(children.pods)
+        wants = last.wants if last is not None else state.reads_needed(view, job, pods)
+        ahead = self._read_ahead.pop(key, None)
+        files = ahead if ahead is not None and last is not None else self._read(key[0], view, wants)
+        if last is not None and files == last.files:
+            return self._again(body, last, now)
+        observed = state.Observed(job=job, pods=pods, **vars(files))
+        decision = state.decide(view, observed, now, self.settings)
+        self.quiet.forget(key)
+        if decision.quiet and seen is not None:
+            quiet = Quiet(seen, view, wants, files, self._until(now, decision), decision)
+            self.quiet.remember(key, quiet)
+            return Result(body, decision, quiet=_polls(quiet, now))
         if decision.status_patch and not self._patch_status(body, decision.status_patch):
             return None
         try:
@@ -95,6 +123,33 @@ class Reconciler:
         """Drop what is remembered of a run (its daemon ended)."""
         self.writes.forget((namespace, name))
         self.expectations.forget((namespace, name))
+        self.quiet.forget((namespace, name))
+        self._read_ahead.pop((namespace, name), None)
+
+    def _until(self, now: datetime, decision: state.Decision) -> datetime:
+        """Until when a quiet decision stands: its next time-based check, at most the resync interval."""
+        seconds = self.settings.resync_interval_seconds
+        if decision.due_after is not None:
+            seconds = min(seconds, decision.due_after)
+        return now + timedelta(seconds=seconds)
+
+    def _again(self, body: Mapping[str, Any], last: Quiet, now: datetime) -> Result:
+        """The last quiet decision, with the delay until the next poll or its time-based check."""
+        left = (last.until - now).total_seconds()
+        poll = last.decision.requeue_after
+        decision = replace(last.decision, requeue_after=left if poll is None else min(poll, left))
+        return Result(body, decision, skipped=True, quiet=_polls(last, now))
+
+    def changed(self, key: RunKey) -> bool:
+        """Whether the run needs a decision: it has no quiet one, or its files changed since."""
+        last = self.quiet.get(key)
+        if last is None:
+            return True
+        files = self._read(key[0], last.view, last.wants)
+        if files == last.files:
+            return False
+        self._read_ahead[key] = files  # the reconcile this causes need not read them again
+        return True
 
     def _patch_status(self, body: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
         """Patch the status; False when the run is gone."""
@@ -107,21 +162,11 @@ class Reconciler:
 
     # ---- observing -----------------------------------------------------------------------------
 
-    def _observe(
-        self,
-        body: Mapping[str, Any],
-        view: state.RunView,
-        jobs: Mapping[str, Mapping[str, Any]],
-        children: Children,
-    ) -> state.Observed:
-        namespace, name = _key(body)
-        attempt = view.status.attempt
-        job = jobs.get(job_name(name, attempt)) if attempt is not None else None
-        pods = list(children.pods)
-        want_progress, want_result = state.reads_needed(view, job, pods)
+    def _read(self, namespace: str, view: state.RunView, wants: tuple[bool, bool]) -> Files:
+        want_progress, want_result = wants
         run = view.run
         if run is None or not (want_progress or want_result):
-            return state.Observed(job=job, pods=pods)
+            return Files()
         reader = self._reader(namespace, run)
         progress = reader.progress() if want_progress else None
         summary = benchmark = None
@@ -132,7 +177,7 @@ class Reconciler:
         secret = credentials_secret(run, self.settings)
         if reader.denied and secret:  # rotated keys: read the Secret again next time
             self.secrets.invalidate(namespace, secret)
-        return state.Observed(job=job, pods=pods, progress=progress, summary=summary, benchmark=benchmark)
+        return Files(progress=progress, summary=summary, benchmark=benchmark)
 
     def _reader(self, namespace: str, run: TunixRun) -> ArtifactReader:
         secret = credentials_secret(run, self.settings)
@@ -163,6 +208,11 @@ class Reconciler:
             elif isinstance(action, state.AnnotatePods):
                 for pod in action.pods:
                     self.kube.annotate_pod(ref.namespace, pod, dict(action.annotations))
+
+
+def _polls(quiet: Quiet, now: datetime) -> tuple[float, float] | None:
+    poll = quiet.poll_after
+    return None if poll is None else (poll, (quiet.until - now).total_seconds())
 
 
 def _reason(exc: ApiException) -> str:

@@ -155,12 +155,12 @@ def test_daemon_marks_a_run_failed_when_its_reconcile_raises(
     metrics = OperatorMetrics()
     daemons = RunDaemons(ExplodingReconciler(kube, settings, clock=lambda: at(0)), metrics, settings)  # type: ignore[arg-type]
 
-    async def both() -> list[tuple[float | None, bool]]:
+    async def both() -> list[tuple[float | None, bool, float | None]]:
         bad, good = kube.get_run("ns", "bad"), kube.get_run("ns", "good")
         assert bad is not None and good is not None
         return [await daemons._reconcile(bad, kube.children), await daemons._reconcile(good, kube.children)]
 
-    (_, bad_failed), (_, good_failed) = asyncio.run(both())
+    (_, bad_failed, _), (_, good_failed, _) = asyncio.run(both())
     assert bad_failed and not good_failed
     assert kube.runs["bad"]["status"]["phase"] == "Failed"
     assert "unexpected shape" in kube.runs["bad"]["status"]["message"]
@@ -177,7 +177,7 @@ def test_transient_errors_are_retried_not_failed(tmp_path: pathlib.Path) -> None
     kube = Flaky({"r1": run_body()})
     settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
     daemons = RunDaemons(Reconciler(kube, settings), OperatorMetrics(), settings)  # type: ignore[arg-type]
-    delay, failed = asyncio.run(daemons._reconcile(run_body(), kube.children))
+    delay, failed, _ = asyncio.run(daemons._reconcile(run_body(), kube.children))
     assert failed and delay == settings.resync_interval_seconds
     assert "status" not in kube.runs["r1"]
 
@@ -254,10 +254,10 @@ def test_a_finished_run_waits_for_a_poke_only(tmp_path: pathlib.Path) -> None:
     kube.jobs["r1-0"]["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
     rec.reconcile("ns", "r1")
     assert kube.runs["r1"]["status"]["phase"] == "Succeeded"
-    delay, failed = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
+    delay, failed, _ = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
     assert not failed and 0 < delay <= 100  # the TTL is pending
     kube.runs["r1"]["spec"].pop("ttlSecondsAfterFinished")
-    delay, failed = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
+    delay, failed, _ = asyncio.run(daemons._reconcile(kube.get_run("ns", "r1"), kube.children))  # type: ignore[arg-type]
     assert not failed and delay == float("inf")
 
 

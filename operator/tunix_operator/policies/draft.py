@@ -68,8 +68,16 @@ class Decision:
     status_patch: dict[str, Any]  # JSON merge patch of .status; empty when nothing changed
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    requeue_after: float | None = None
+    requeue_after: float | None = None  # the next reconcile: a time-based check or a storage poll
     run: TunixRun | None = None  # the parsed run, for building children; None when invalid
+    # The next time-based check alone (deadline, stall, backoff, TTL, settling): until then, the same
+    # run, children and files give the same decision (None: no such check).
+    due_after: float | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """Nothing to write, do or tell."""
+        return not (self.status_patch or self.actions or self.events)
 
 
 def parse_status(raw: Mapping[str, Any] | None) -> TunixRunStatus:
@@ -168,6 +176,7 @@ class Draft:
         self.actions: list[Action] = []
         self.events: list[Event] = []
         self.requeue: float | None = None
+        self.due: float | None = None
 
     # ---- reading -----------------------------------------------------------------------------
     @property
@@ -205,6 +214,13 @@ class Draft:
             self.condition(kind, False, reason)
 
     def requeue_in(self, seconds: float) -> None:
+        """Decide again in ``seconds``: a time-based check (deadline, stall, backoff...) comes due."""
+        seconds = max(0.0, seconds)
+        self.due = seconds if self.due is None else min(self.due, seconds)
+        self.poll_in(seconds)
+
+    def poll_in(self, seconds: float) -> None:
+        """Read the trainer's files again in ``seconds`` (the decision changes only if they did)."""
         seconds = max(0.0, seconds)
         self.requeue = seconds if self.requeue is None else min(self.requeue, seconds)
 
@@ -218,4 +234,5 @@ class Draft:
             events=self.events,
             requeue_after=self.requeue,
             run=self.run,
+            due_after=self.due,
         )

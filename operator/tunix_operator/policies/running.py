@@ -27,7 +27,7 @@ def running(d: Draft, state: AttemptState) -> None:
     if stall.stalled(d):
         return
     annotate_pods(d)
-    d.requeue_in(d.settings.progress_interval_seconds)
+    d.poll_in(d.settings.progress_interval_seconds)
 
 
 def merge_progress(d: Draft) -> None:
