@@ -118,24 +118,28 @@ class ProcessKubelet:
         return self
 
     def stop(self) -> None:
-        """Kill every container, stop the threads, delete the Nodes and Leases."""
+        """Kill every container, stop the threads, delete the Nodes and Leases. The Nodes go even when
+        an earlier step fails: a Node left Ready (no node-lifecycle controller here) would draw later
+        tests' pods to a kubelet that no longer runs."""
         self._stop.set()
-        self._api.close_streams()
-        with self._lock:
-            workers = list(self._workers.values())
-        for worker in workers:
-            worker.wake()
-        for worker in workers:
-            worker.join(5)
-        for thread in self._threads:
-            thread.join(10)
-        self._threads.clear()
-        self._provisioner.stop()
         try:
-            self._agent.remove()
-        except (ApiError, OSError) as exc:
-            self.errors.append(exc)
-        self._api.close()
+            self._api.close_streams()
+            with self._lock:
+                workers = list(self._workers.values())
+            for worker in workers:
+                worker.wake()
+            for worker in workers:
+                worker.join(5)
+            for thread in self._threads:
+                thread.join(10)
+            self._threads.clear()
+            self._provisioner.stop()
+        finally:
+            try:
+                self._agent.remove()
+            except (ApiError, OSError) as exc:
+                self.errors.append(exc)
+            self._api.close()
 
     def __enter__(self) -> ProcessKubelet:
         return self.start()

@@ -120,7 +120,7 @@ class Api:
         with self._lock:
             self._streams.add(resp)
             if self._closed:  # cut while this watch was being opened
-                resp.shutdown()
+                _cut(resp)
         try:
             for line in iter_resp_lines(resp):
                 if line:
@@ -137,12 +137,18 @@ class Api:
             self._closed = True
             streams = list(self._streams)
         for resp in streams:
-            with contextlib.suppress(OSError, AttributeError):
-                resp.shutdown()
+            _cut(resp)
 
     def close(self) -> None:
         self.close_streams()
         self._client.close()
+
+
+def _cut(resp: urllib3.HTTPResponse) -> None:
+    """Shut a watch's socket down; a stream that ended meanwhile (its connection already released to
+    the pool: urllib3 raises RuntimeError) or never had a socket is left as it is."""
+    with contextlib.suppress(OSError, AttributeError, RuntimeError, ValueError):
+        resp.shutdown()
 
 
 def list_watch(
