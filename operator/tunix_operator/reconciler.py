@@ -71,7 +71,9 @@ class Reconciler:
         self.writes = StatusWrites()
         self.expectations = JobExpectations()
         self.quiet: QuietDecisions = QuietDecisions()
-        self._read_ahead: dict[RunKey, Files] = {}  # files a poll found changed, for the next reconcile
+        # Files a poll found changed, with the quiet decision they were compared with: the next
+        # reconcile uses them only while that decision is still the run's last one.
+        self._read_ahead: dict[RunKey, tuple[Quiet, Files]] = {}
 
     def reconcile(self, live: Mapping[str, Any], children: Children) -> Result | None:
         """Reconcile the run once; None when it is being deleted or is gone."""
@@ -89,7 +91,7 @@ class Reconciler:
         pods = list(children.pods)
         wants = last.wants if last is not None else state.reads_needed(view, job, pods)
         ahead = self._read_ahead.pop(key, None)
-        files = ahead if ahead is not None and last is not None else self._read(key[0], view, wants)
+        files = ahead[1] if ahead is not None and ahead[0] is last else self._read(key[0], view, wants)
         if last is not None and files == last.files:
             return self._again(body, last, now)
         observed = state.Observed(job=job, pods=pods, **vars(files))
@@ -148,7 +150,7 @@ class Reconciler:
         files = self._read(key[0], last.view, last.wants)
         if files == last.files:
             return False
-        self._read_ahead[key] = files  # the reconcile this causes need not read them again
+        self._read_ahead[key] = (last, files)  # the reconcile this causes need not read them again
         return True
 
     def _patch_status(self, body: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:

@@ -186,3 +186,29 @@ def test_a_quiet_run_with_a_deadline_sleeps_until_it(tmp_path: pathlib.Path) -> 
     run.clock.seconds = 47  # the deadline comes before the next poll: the daemon wakes for it
     delay, _, poll = asyncio.run(daemons._reconcile(run.kube.get_run("ns", "r1"), run.children))  # type: ignore[arg-type]
     assert (delay, poll) == (3, INTERVAL)
+
+
+def test_a_poll_that_raced_a_reconcile_does_not_hand_it_stale_files(tmp_path: pathlib.Path) -> None:
+    """The poller reads step 2; before it stores what it read, the daemon (woken by a watch event)
+    reconciles on step 3. The next reconcile reads the files again instead of deciding on step 2."""
+    run = Polled(tmp_path)
+    run.reconcile()  # quiet at step 1
+    run.progress(2, seconds=15)
+    read = run.rec._read
+
+    def read_then_race(*args: Any) -> Any:
+        files = read(*args)  # the poll's read: step 2
+        run.rec._read = read  # type: ignore[method-assign]
+        run.progress(3, seconds=20)
+        run.pod_version += 1  # a watch event wakes the daemon meanwhile
+        run.reconcile()
+        run.reconcile()  # quiet again, at step 3
+        return files
+
+    run.rec._read = read_then_race  # type: ignore[method-assign]
+    assert run.rec.changed(("ns", "r1")) is True
+    assert run.status()["progress"]["step"] == 3
+    reads = sum(run.rec.reads.counts.values())
+    after = run.reconcile()
+    assert sum(run.rec.reads.counts.values()) > reads  # read again, not taken from the raced poll
+    assert after.skipped and run.status()["progress"]["step"] == 3
