@@ -34,8 +34,8 @@ class OperatorMetrics:
         )
         self.unchanged = Counter(
             "tunix_reconciles_unchanged",
-            "Reconciles that found the run, its children and its files as a quiet decision left them "
-            "(not decided again; a subset of tunix_reconcile_duration_seconds_count).",
+            "Polls (in the poller's threads) and reconciles that found the run, its children and its "
+            "files as a quiet decision left them, so nothing was decided again.",
             registry=self.registry,
         )
         self.storage_reads = Counter(
