@@ -151,6 +151,7 @@ class Window:
         self.cpu = cpu_seconds(bench.operator.pid)
         self.main_cpu = cpu_seconds(bench.operator.pid, bench.operator.pid)  # kopf's event loop
         self.metrics = scrape(bench.metrics_port)
+        self.others = others_cpu_seconds(bench)
         self.wall = time.monotonic()
         self.load_before = os.getloadavg()[0]
 
@@ -160,6 +161,7 @@ class Window:
         main = cpu_seconds(self.bench.operator.pid, self.bench.operator.pid) - self.main_cpu
         metrics = scrape(self.bench.metrics_port)
         requests = self.bench.requests(self.offset)
+        others = others_cpu_seconds(self.bench)
         before, after = storage_reads(self.metrics), storage_reads(metrics)
         reads = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
         return {
@@ -178,7 +180,18 @@ class Window:
             "reconciles_unchanged": unchanged_count(metrics) - unchanged_count(self.metrics),
             "storage_reads": reads,
             "load_average_1m": [round(self.load_before, 2), round(os.getloadavg()[0], 2)],
+            # What the rest of the machine spent meanwhile: the control plane, S3, this script.
+            "others_cpu_seconds": {k: round(v - self.others.get(k, 0.0), 3) for k, v in others.items()},
         }
+
+
+def others_cpu_seconds(bench: Bench) -> dict[str, float]:
+    """CPU seconds so far of the control plane's processes, moto and its proxy, and this script (the
+    simulated Job controller and kubelet, the clients creating runs)."""
+    processes = {c.name: c.process for c in bench.plane.components if c.process is not None}
+    processes |= {n: p for n in ("moto", "proxy") if (p := getattr(bench, n, None)) is not None}
+    cpu = {name: cpu_seconds(p.pid) for name, p in processes.items() if p.poll() is None}
+    return cpu | {"bench": time.process_time()}
 
 
 # ---- the cluster side ----------------------------------------------------------------------------
@@ -363,6 +376,7 @@ class Bench:
             **os.environ,
             "TUNIX_ARTIFACTS_BASE_URI": (self.workdir / "artifacts").as_uri(),
             "TUNIX_PROGRESS_INTERVAL_SECONDS": str(self.args.progress_interval),
+            **({"TUNIX_MAX_PROGRESS_READS_PER_SECOND": str(r)} if (r := self.args.reads_per_second) else {}),
             "TUNIX_MAX_CONCURRENT_RECONCILES": str(self.args.workers),
             **({"TUNIX_RESYNC_INTERVAL_SECONDS": str(r)} if (r := self.args.resync_interval) else {}),
             "TUNIX_LOG_FORMAT": "text",
@@ -697,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-seconds", type=float, default=5.0)
     parser.add_argument("--progress-interval", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=8, help="TUNIX_MAX_CONCURRENT_RECONCILES")
+    parser.add_argument(
+        "--reads-per-second", type=float, default=None, help="TUNIX_MAX_PROGRESS_READS_PER_SECOND"
+    )
     parser.add_argument("--resync-interval", type=float, default=None, help="TUNIX_RESYNC_INTERVAL_SECONDS")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
     parser.add_argument("--profile", default=None, help="cProfile the operator's main thread into this file")

@@ -227,7 +227,7 @@ class RunDaemons:
         except TRANSIENT_ERRORS as exc:
             self.metrics.errors.inc()
             logger.warning("reconcile of %s/%s failed, will retry: %s", namespace, name, _short(exc))
-            return self.settings.resync_interval_seconds, True, None
+            return self.reconciler.budget.resync_interval(), True, None
         except Exception as exc:  # a bug or a pathological object: fail this run, keep the others going
             self.metrics.errors.inc()
             logger.exception("reconcile of %s/%s raised", namespace, name)
@@ -246,8 +246,8 @@ class RunDaemons:
             return math.inf, False, None  # finished: nothing to do until a child or the spec changes
         if result.quiet is not None:
             poll, stands = result.quiet
-            return min(stands, self.settings.resync_interval_seconds), False, poll
-        delay = self.settings.resync_interval_seconds
+            return min(stands, self.reconciler.budget.resync_interval()), False, poll
+        delay = self.reconciler.budget.resync_interval()
         if decision.requeue_after is not None:
             delay = min(delay, decision.requeue_after)
         return delay, False, None
@@ -342,6 +342,8 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     daemons = RunDaemons(reconciler, metrics, settings)
     reconciler.reads.observer = lambda result: metrics.storage_reads.labels(result=result).inc()
+    metrics.progress_readers.set_function(reconciler.budget.readers)
+    metrics.progress_read_interval.set_function(reconciler.budget.read_interval)
     runs = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry, id="configure")

@@ -13,7 +13,7 @@ from tunix_api.run import Phase
 class OperatorMetrics:
     """tunix_runs{phase}, tunix_reconcile_errors_total, tunix_reconcile_duration_seconds,
     tunix_reconcile_queue_depth, tunix_reconciles_in_flight, tunix_reconciles_unchanged_total,
-    tunix_storage_reads_total{result}."""
+    tunix_storage_reads_total{result}, tunix_progress_readers, tunix_progress_read_interval_seconds."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -43,6 +43,17 @@ class OperatorMetrics:
             "Object-storage reads of progress/summary/benchmark files, by result "
             "(read, unchanged: skipped by ETag/mtime, missing, error).",
             ["result"],
+            registry=self.registry,
+        )
+        self.progress_readers = Gauge(
+            "tunix_progress_readers",
+            "Runs whose files (progress.json, the result) are re-read, as their last reconcile decided.",
+            registry=self.registry,
+        )
+        self.progress_read_interval = Gauge(
+            "tunix_progress_read_interval_seconds",
+            "Seconds between two reads of one run's files: TUNIX_PROGRESS_INTERVAL_SECONDS, stretched "
+            "when the runs read together would exceed TUNIX_MAX_PROGRESS_READS_PER_SECOND.",
             registry=self.registry,
         )
         self._phases: dict[tuple[str, str], str] = {}

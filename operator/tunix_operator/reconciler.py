@@ -8,7 +8,8 @@ layer runs it in a worker thread, one at a time per run.
 A poll that finds nothing new is not decided again (:mod:`tunix_operator.quiet`): when the
 last decision changed nothing and the run, its children and the files read are the same versions,
 the same decision stands until its next time-based check (deadline, stall, backoff, TTL) or the
-resync interval, whichever comes first.
+resync interval, whichever comes first. How often files are read is the progress interval, stretched
+when many runs are running (:mod:`tunix_operator.budget`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tunix_api.run import Mode, TunixRun
 from tunix_operator import state
+from tunix_operator.budget import ReadBudget
 from tunix_operator.cache import Children, JobExpectations, RunKey, StatusWrites
 from tunix_operator.kube import KubeClient
 from tunix_operator.manifests import RunRef, artifacts_uri, build_children, credentials_secret, job_name
@@ -71,6 +73,12 @@ class Reconciler:
         self.writes = StatusWrites()
         self.expectations = JobExpectations()
         self.quiet: QuietDecisions = QuietDecisions()
+        self.budget = ReadBudget(
+            settings.progress_interval_seconds,
+            settings.resync_interval_seconds,
+            settings.max_progress_reads_per_second,
+        )
+        self._decide_settings = settings  # settings with the read interval the budget allows now
         # Files a poll found changed, with the quiet decision they were compared with: the next
         # reconcile uses them only while that decision is still the run's last one.
         self._read_ahead: dict[RunKey, tuple[Quiet, Files]] = {}
@@ -90,12 +98,13 @@ class Reconciler:
         job = jobs.get(job_name(view.name, attempt)) if attempt is not None else None
         pods = list(children.pods)
         wants = last.wants if last is not None else state.reads_needed(view, job, pods)
+        self.budget.reads(key, any(wants))
         ahead = self._read_ahead.pop(key, None)
         files = ahead[1] if ahead is not None and ahead[0] is last else self._read(key[0], view, wants)
         if last is not None and files == last.files:
             return self._again(body, last, now)
         observed = state.Observed(job=job, pods=pods, **vars(files))
-        decision = state.decide(view, observed, now, self.settings)
+        decision = state.decide(view, observed, now, self._settings_now())
         self.quiet.forget(key)
         if decision.quiet and seen is not None:
             quiet = Quiet(seen, view, wants, files, self._until(now, decision), decision)
@@ -126,11 +135,19 @@ class Reconciler:
         self.writes.forget((namespace, name))
         self.expectations.forget((namespace, name))
         self.quiet.forget((namespace, name))
+        self.budget.forget((namespace, name))
         self._read_ahead.pop((namespace, name), None)
+
+    def _settings_now(self) -> OperatorSettings:
+        """The settings, with the read interval the budget allows for as many runs as read now."""
+        interval = self.budget.read_interval()
+        if interval != self._decide_settings.progress_interval_seconds:
+            self._decide_settings = self.settings.model_copy(update={"progress_interval_seconds": interval})
+        return self._decide_settings
 
     def _until(self, now: datetime, decision: state.Decision) -> datetime:
         """Until when a quiet decision stands: its next time-based check, at most the resync interval."""
-        seconds = self.settings.resync_interval_seconds
+        seconds = self.budget.resync_interval()
         if decision.due_after is not None:
             seconds = min(seconds, decision.due_after)
         return now + timedelta(seconds=seconds)

@@ -34,6 +34,7 @@ def operator_process(
         "TUNIX_ARTIFACTS_BASE_URI": artifacts.as_uri(),
         "TUNIX_RESYNC_INTERVAL_SECONDS": "1",
         "TUNIX_PROGRESS_INTERVAL_SECONDS": "0.5",
+        "TUNIX_MAX_PROGRESS_READS_PER_SECOND": "1000",
         "TUNIX_DEFAULT_IMAGE": E2E_IMAGE,
     }
     log_path = tmp_path / "operator.log"

@@ -31,6 +31,7 @@ def fast_settings(artifacts_base_uri: str, **overrides: Any) -> OperatorSettings
         "artifacts_base_uri": artifacts_base_uri,
         "default_image": "tunix/trainer:test",
         "progress_interval_seconds": 0.3,
+        "max_progress_reads_per_second": 1000.0,  # every run read at the interval
         "resync_interval_seconds": 1.0,
         "restart_settle_seconds": 0.2,
         "metrics_port": 0,

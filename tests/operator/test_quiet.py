@@ -39,11 +39,14 @@ def versioned(obj: dict[str, Any], version: int, uid: str) -> dict[str, Any]:
 class Polled:
     """A Running run (its pod and Job with resourceVersions, as the watches show them)."""
 
-    def __init__(self, tmp_path: pathlib.Path, **spec: Any) -> None:
+    def __init__(self, tmp_path: pathlib.Path, settings: dict[str, Any] | None = None, **spec: Any) -> None:
         self.kube = VersionedKube({"r1": with_version(run_body(**spec), 5)})
         self.clock = Clock()
         settings = OperatorSettings(
-            artifacts_base_uri=tmp_path.as_uri(), metrics_port=0, progress_interval_seconds=INTERVAL
+            artifacts_base_uri=tmp_path.as_uri(),
+            metrics_port=0,
+            progress_interval_seconds=INTERVAL,
+            **(settings or {}),
         )
         self.rec = Reconciler(self.kube, settings, clock=self.clock)  # type: ignore[arg-type]
         self.pod_version = 1
