@@ -249,5 +249,10 @@ def assess(job: Mapping[str, Any], pods: Sequence[PodView], attempt: int, hosts:
     if issue:
         return AttemptState(Outcome.PENDING, reason=issue[0], message=issue[1], running=running)
     return AttemptState(
-        Outcome.PENDING, reason="PodsPending", message=f"{running}/{hosts} pods running", running=running
+        Outcome.PENDING, reason="PodsPending", message=pods_running(running, hosts), running=running
     )
+
+
+def pods_running(running: int, hosts: int) -> str:
+    """The message of an attempt whose pods are not all running yet (no other issue)."""
+    return f"{running}/{hosts} pods running"

@@ -99,6 +99,21 @@ def test_first_reconcile_patches_status_then_creates_children(tmp_path: pathlib.
     assert "r1-0" in kube.jobs
 
 
+def test_the_new_jobs_watch_event_writes_nothing(tmp_path: pathlib.Path) -> None:
+    """The status written with the Job already says what the Job's appearance (no pod yet) would: its
+    watch event costs no patch (and so no watch event of the run)."""
+    kube = FakeKube({"r1": run_body(accelerator={"type": "nvidia.com/gpu", "countPerHost": 2, "hosts": 2})})
+    rec = reconciler(kube, tmp_path)
+    rec.reconcile("ns", "r1")
+    status, calls = copy.deepcopy(kube.runs["r1"]["status"]), list(kube.calls)
+    assert status["message"] == "0/2 pods running" and "create-Job" in calls
+    rec.reconcile("ns", "r1")  # the Job is in the index now, no pod yet
+    assert kube.calls == calls
+    kube.pods = [pod(phase="Pending")]
+    rec.reconcile("ns", "r1")  # a pod, not running yet: still nothing new
+    assert kube.runs["r1"]["status"] == status and kube.calls == calls
+
+
 def test_refused_child_fails_the_run(tmp_path: pathlib.Path) -> None:
     kube = FakeKube({"r1": run_body()})
     kube.refuse.add("Job")

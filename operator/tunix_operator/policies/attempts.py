@@ -5,7 +5,7 @@ from __future__ import annotations
 from tunix_api.run import CheckpointStatus, Phase
 from tunix_operator import conditions as cond
 from tunix_operator.manifests import job_name, pvc_name
-from tunix_operator.observe import stop_due
+from tunix_operator.observe import pods_running, stop_due
 from tunix_operator.policies import history
 from tunix_operator.policies.draft import CreateAttempt, DeleteJob, Draft
 
@@ -21,9 +21,10 @@ def create(d: Draft, attempt: int, phase: Phase, reason: str, waited_seconds: fl
     d.actions.append(CreateAttempt(attempt))
     d.new.attempt = attempt
     d.new.phase = phase
-    d.new.message = f"attempt {attempt} created"
+    # What the Job's appearance will show (no pod running yet), so that it costs no status patch.
+    d.new.message = pods_running(0, d.spec.accelerator.hosts)
     d.new.checkpoint = checkpoint_status(d, d.new.checkpoint)
-    d.condition(cond.RUNNING, False, "PodsPending", "waiting for the pods to run")
+    d.condition(cond.RUNNING, False, "PodsPending", d.new.message)
     d.clear(cond.RESTARTING, "AttemptCreated")
     d.event("Normal", reason, f"created Job {job_name(d.name, attempt)} (attempt {attempt})")
     history.begin(d, attempt, waited_seconds)
