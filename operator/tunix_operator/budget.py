@@ -4,8 +4,8 @@ Each running run's progress.json is read every ``progress_interval_seconds``, an
 changed costs a status patch and the watch event that patch causes (several times the read itself).
 So the operator's CPU, its API writes and its object-storage requests grow with the number of running
 runs. With a budget of ``max_progress_reads_per_second`` the interval stretches once the runs that
-read their files outnumber what the budget allows at the configured interval: with 20 reads/s and a
-10 s interval, up to 200 runs are read every 10 s, 1,000 runs every 50 s. What is bounded is the rate
+read their files outnumber what the budget allows at the configured interval: with 15 reads/s and a
+10 s interval, up to 150 runs are read every 10 s, 1,000 runs every 67 s. What is bounded is the rate
 of reads of all runs together; ``status.progress`` lags the trainer by up to one (stretched)
 interval. Time-based checks (stall and startup timeouts, deadlines, backoff) are not stretched: they
 decide with a fresh read when they come due. A resync reads the files too, so while the interval is

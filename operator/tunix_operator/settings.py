@@ -29,7 +29,7 @@ class OperatorSettings(BaseModel):
     watch_namespaces: tuple[str, ...] = Field((), description="Empty: all namespaces.")
     progress_interval_seconds: float = Field(10.0, gt=0, description="How often a running run is re-read.")
     max_progress_reads_per_second: float = Field(
-        20.0,
+        15.0,
         gt=0,
         description="Budget of the progress reads of all running runs together: with more running runs "
         "than this x progress_interval_seconds, each run is re-read less often (every runs / budget "

@@ -174,7 +174,7 @@ def test_operator_settings_reach_the_environment() -> None:
     assert env["TUNIX_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
     assert env["TUNIX_MAX_CONCURRENT_RECONCILES"] == "8"
     assert _env(render({"maxConcurrentReconciles": 32}))["TUNIX_MAX_CONCURRENT_RECONCILES"] == "32"
-    assert env["TUNIX_MAX_PROGRESS_READS_PER_SECOND"] == "20"
+    assert env["TUNIX_MAX_PROGRESS_READS_PER_SECOND"] == "15"
     assert _env(render({"maxProgressReadsPerSecond": 2.5}))["TUNIX_MAX_PROGRESS_READS_PER_SECOND"] == "2.5"
     assert _env(render(CONFIGS["namespaced"]))["TUNIX_WATCH_NAMESPACES"] == "a,b"
     # Unset trainer defaults are left out, so the operator's own defaults apply.
