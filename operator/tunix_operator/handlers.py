@@ -202,7 +202,7 @@ class RunDaemons:
                 if delay is None:  # the run is gone
                     break
                 if poll is not None:  # a quiet run: its files are polled, it sleeps until a check is due
-                    self.poller.schedule(key, poll)
+                    self.poller.schedule(key, poll, until=delay)
                 await _sleep(waker, delay)
         finally:
             watcher.cancel()

@@ -6,8 +6,9 @@ each read costs the event loop a wake-up and a hop to a worker and back (about a
 read itself, measured); here a read is a function call in a reader thread. ``check(key)`` reads
 and says whether anything is new; if so (or if it raised) ``changed(key)`` is called (the daemon
 is poked) and the run leaves the schedule until it is scheduled again, else it is read again one
-interval later. The daemon still sleeps until the decision's time-based check and is woken at once
-by the watch events of the run and its children.
+interval later, unless that comes at or after the daemon's own next decision (which reads the files
+itself: a read there would be the same read twice). The daemon still sleeps until the decision's
+time-based check and is woken at once by the watch events of the run and its children.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import concurrent.futures
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,21 +43,23 @@ class Poller(Generic[K]):
         self._clock = clock
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="poll")
         self._heap: list[tuple[float, int, K]] = []
-        self._entries: dict[K, tuple[int, float]] = {}  # key -> (ticket, interval): the live entry
+        # key -> (ticket, interval, no check from then on): the live entry
+        self._entries: dict[K, tuple[int, float, float]] = {}
         self._tickets = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
         self._thread: threading.Thread | None = None  # started at the first schedule
 
-    def schedule(self, key: K, interval: float) -> None:
-        """Check ``key`` in ``interval`` seconds, and every ``interval`` after while nothing is new."""
+    def schedule(self, key: K, interval: float, until: float = math.inf) -> None:
+        """Check ``key`` in ``interval`` seconds, and every ``interval`` after while nothing is new,
+        as long as a check comes before ``until`` seconds from now."""
         with self._cond:
             if self._stopped:
                 return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
                 self._thread.start()
-            self._push(key, interval)
+            self._push(key, interval, self._clock() + until)
             self._cond.notify()
 
     def cancel(self, key: K) -> None:
@@ -72,10 +76,14 @@ class Poller(Generic[K]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _push(self, key: K, interval: float) -> None:
+    def _push(self, key: K, interval: float, until: float) -> None:
+        due = self._clock() + interval
+        if due >= until:  # the caller decides by then itself
+            self._entries.pop(key, None)
+            return
         ticket = next(self._tickets)
-        self._entries[key] = (ticket, interval)
-        heapq.heappush(self._heap, (self._clock() + interval, ticket, key))
+        self._entries[key] = (ticket, interval, until)
+        heapq.heappush(self._heap, (due, ticket, key))
 
     def _run(self) -> None:
         while True:
@@ -113,7 +121,7 @@ class Poller(Generic[K]):
             if entry is None or entry[0] != ticket:
                 return  # cancelled or scheduled again meanwhile
             if not new:
-                self._push(key, entry[1])
+                self._push(key, entry[1], entry[2])
                 self._cond.notify()
                 return
             del self._entries[key]

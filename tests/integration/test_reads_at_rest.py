@@ -19,9 +19,9 @@ from tests.cluster.kubelet import ProcessKubelet
 from tests.integration.harness import Api, OperatorThread, phase_is, pod_of, run_manifest, wait_for
 
 SUMMARY = {"finalLoss": 1.5, "totalSteps": 20, "provenance": {"jax": "0.10.2"}}
-# The lifecycle's writes: the status at Pending, Running and Succeeded (3, and a 4th when the
-# reconcile sees the pods still pending), the ConfigMap and the Job (2), the events Created, Running
-# and Succeeded (3): 8 or 9. No finalizer (kopf's would be 2 patches more), no GET, no LIST.
+# The lifecycle's writes: the status at Pending, Running and Succeeded (3; the Pending status already
+# says what the new Job's watch event would), the ConfigMap and the Job (2), the events Created, Running
+# and Succeeded (3): 8. No finalizer (kopf's would be 2 patches more), no GET, no LIST.
 LIFECYCLE_MAX_REQUESTS = 12
 AT_REST_SECONDS = 6.0  # with the tests' 0.3 s progress interval and 1 s resync: dozens of reconciles
 

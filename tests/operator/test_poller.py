@@ -90,3 +90,16 @@ def test_nothing_is_checked_after_stop() -> None:
     time.sleep(5 * TICK)
     assert len(checks.calls) <= calls + 1  # at most one check already running at the stop
     assert "b" not in checks.calls
+
+
+def test_no_check_at_or_after_the_callers_own_decision() -> None:
+    checks = Checks()
+    poller = Poller(checks.check, checks.on_changed, workers=2)
+    poller.schedule("now", TICK, until=TICK)  # the daemon decides (and reads) when the check is due
+    assert len(poller) == 0
+    poller.schedule("a", TICK, until=2.5 * TICK)
+    wait_for(lambda: len(poller) == 0)  # the check due after until was not scheduled
+    calls = list(checks.calls)
+    time.sleep(5 * TICK)
+    assert checks.calls == calls and 1 <= calls.count("a") <= 2 and "now" not in calls
+    poller.stop()
