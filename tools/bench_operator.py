@@ -12,7 +12,10 @@ server's audit log counts its requests exactly; its CPU and peak RSS read from /
 4. finish: every pod exits 0 with a summary; API requests per lifecycle (no progress patches);
 5. finished at rest: requests, CPU and reconciles over ``--rest-seconds``;
 6. S3: ``--s3-runs`` Running runs whose progress.json lives on S3 and is rewritten every
-   ``--progress-interval`` seconds (the operator polls at the same interval): operator CPU, reads.
+   ``--progress-interval`` seconds (the operator polls at the same interval, or less often beyond
+   what ``--reads-per-second``, its read budget, allows): operator CPU, reads.
+
+Each phase also reports the CPU the rest of the machine spent meanwhile (``others_cpu_seconds``).
 
 ``--s3-only`` runs phase 6 alone. ``reconciles_unchanged`` counts the polls and reconciles that found a
 quiet run as its last decision left it (``tunix_reconciles_unchanged_total``).
