@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from collections.abc import Sequence
 
 import kopf
@@ -14,7 +15,7 @@ from tunix_operator.handlers import RetriesAsWarnings, build_registry
 from tunix_operator.kube import KubeClient
 from tunix_operator.metrics import OperatorMetrics
 from tunix_operator.reconciler import Reconciler
-from tunix_operator.settings import OperatorSettings
+from tunix_operator.settings import OperatorSettings, SettingsError
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -81,7 +82,11 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = load_settings(args)
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:  # a usage error, as argparse's: exit 2, no traceback
+        print(f"tunix-operator: {exc}", file=sys.stderr)
+        return 2
     kopf.configure(
         verbose=settings.log_level == "DEBUG",
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,

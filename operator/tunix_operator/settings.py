@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "TUNIX_"
+
+
+class SettingsError(ValueError):
+    """Settings that do not validate; the message names each variable (or flag) at fault."""
 
 
 class OperatorSettings(BaseModel):
@@ -75,5 +79,19 @@ class OperatorSettings(BaseModel):
             key = ENV_PREFIX + name.upper()
             if key in environ:
                 values[name] = environ[key]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        flags = {k: v for k, v in overrides.items() if v is not None}
+        values.update(flags)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SettingsError(_problems(exc, flags)) from None
+
+
+def _problems(exc: ValidationError, flags: Mapping[str, object]) -> str:
+    """One line per setting at fault: ``TUNIX_<FIELD>='value': why`` (a flag's field by its name)."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        source = f"the flag for {field}" if field in flags else ENV_PREFIX + field.upper()
+        lines.append(f"{source}={error.get('input')!r}: {error['msg']}")
+    return "invalid operator settings: " + "; ".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -14,7 +15,7 @@ from tunix_api.exit_codes import ExitClass
 from tunix_api.run import provenance_strings
 from tunix_operator.conditions import format_time, parse_time, set_condition
 from tunix_operator.observe import Outcome, assess, pod_view
-from tunix_operator.settings import OperatorSettings
+from tunix_operator.settings import OperatorSettings, SettingsError
 from tunix_operator.trainer_output import parse_progress, parse_summary, parse_termination_message, truncate
 
 
@@ -109,6 +110,21 @@ def test_settings_from_env() -> None:
 def test_settings_reject_bad_values() -> None:
     with pytest.raises(ValueError):
         OperatorSettings.from_env({"TUNIX_PROGRESS_INTERVAL_SECONDS": "-1"})
+    with pytest.raises(SettingsError, match=r"TUNIX_MAX_PROGRESS_READS_PER_SECOND='0': .*greater than 0"):
+        OperatorSettings.from_env({"TUNIX_MAX_PROGRESS_READS_PER_SECOND": "0"})
+    with pytest.raises(SettingsError, match=r"the flag for metrics_port=70000"):
+        OperatorSettings.from_env({}, metrics_port=70000)
+
+
+def test_a_bad_setting_exits_2_with_a_message_not_a_traceback() -> None:
+    env = {**os.environ, "TUNIX_MAX_PROGRESS_READS_PER_SECOND": "0"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tunix_operator", "--standalone"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "TUNIX_MAX_PROGRESS_READS_PER_SECOND='0'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_operator_never_imports_jax() -> None:
