@@ -12,7 +12,7 @@ ADAPTER_DIR = "adapter"  # a LoRA run's adapters in PEFT format (adapter_config.
 TERMINATION_LOG = "/dev/termination-log"  # Kubernetes default terminationMessagePath
 TERMINATION_MESSAGE_LIMIT = 4096  # kubelet truncates termination messages at 4 KiB
 
-CONFIG_MOUNT_DIR = "/etc/tunix"  # the ConfigMap with run.yaml is mounted here
+CONFIG_MOUNT_DIR = "/etc/tunix"  # run.yaml is here (a downwardAPI volume of the pod's annotation)
 CONFIG_FILE = "run.yaml"
 CHECKPOINT_MOUNT_DIR = "/checkpoints"  # the checkpoint volume is mounted here
 

@@ -7,7 +7,8 @@ credentials Secret (through :class:`~tunix_operator.storage.CredentialsCache`).
 - tunix.dev/tunixruns: list/watch/patch by kopf itself; tunixruns/status: patch
 - batch/jobs: create, delete  (list/watch by kopf, label-selected, for the index)
 - core/pods: list/watch by kopf (label-selected) for the index; patch (the checkpoint-time annotation)
-- core/configmaps: create, patch; core/persistentvolumeclaims: create; core/services: create
+- core/persistentvolumeclaims: create; core/services: create (the trainer's run.yaml travels in the
+  Job's pod template, not in a ConfigMap)
 - core/secrets: get (the run's credentialsSecret only); core/events: create (kopf)
 """
 
@@ -67,12 +68,10 @@ class KubeClient:
     # ---- children ------------------------------------------------------------------------------
 
     def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Create a child: the object as created, or None when it existed already (a ConfigMap is
-        then updated)."""
+        """Create a child: the object as created, or None when it existed already."""
         kind, namespace = obj["kind"], obj["metadata"]["namespace"]
         creators = {
             "Job": self._batch.create_namespaced_job,
-            "ConfigMap": self._core.create_namespaced_config_map,
             "PersistentVolumeClaim": self._core.create_namespaced_persistent_volume_claim,
             "Service": self._core.create_namespaced_service,
         }
@@ -81,14 +80,6 @@ class KubeClient:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        if kind == "ConfigMap":  # the spec may have changed since the last attempt
-            self._core.patch_namespaced_config_map(
-                obj["metadata"]["name"],
-                namespace,
-                {"data": obj["data"]},
-                _content_type=MERGE_PATCH,
-                _preload_content=False,
-            )
         return None
 
     def delete_job(self, namespace: str, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""Pure builders of the child objects of a TunixRun: ConfigMap, PVC, Service, Job.
+"""Pure builders of the child objects of a TunixRun: PVC, Service, Job.
 
 Every function here takes the parsed run, its uid, the operator settings and (for
 the Job) the attempt number, and returns a plain dict ready for the API server.
@@ -21,6 +21,11 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_RUN = "tunix.dev/run"
 LABEL_ATTEMPT = "tunix.dev/attempt"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+# The trainer's run.yaml travels in this annotation of the Job's pod template; a downwardAPI volume
+# shows it to the container as /etc/tunix/run.yaml. Each attempt's Job so carries the spec it was
+# created from, and no ConfigMap is written (one API request less per attempt). The API server
+# limits a pod's annotations to 256 KiB together: a larger spec fails the run with CreateFailed.
+CONFIG_ANNOTATION = "tunix.dev/run-config"
 CONTAINER_NAME = "trainer"
 COORDINATOR_PORT = 8476
 # The Job fails on the first failed pod anyway (backoffLimit 0; the operator owns retries). These
@@ -50,10 +55,6 @@ class RunRef:
 
 def job_name(run_name: str, attempt: int) -> str:
     return f"{run_name}-{attempt}"
-
-
-def config_map_name(run_name: str) -> str:
-    return f"{run_name}-config"
 
 
 def pvc_name(run_name: str) -> str:
@@ -127,13 +128,10 @@ def run_document(run: TunixRun) -> dict[str, Any]:
     }
 
 
-def build_config_map(run: TunixRun, ref: RunRef) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(ref, config_map_name(ref.name)),
-        "data": {artifacts.CONFIG_FILE: manifest_yaml.dump(run_document(run))},  # reads back the same
-    }
+def config_volume() -> dict[str, Any]:
+    """The downwardAPI volume that shows the pod's :data:`CONFIG_ANNOTATION` as ``run.yaml``."""
+    field = {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}
+    return {"name": "config", "downwardAPI": {"items": [{"path": artifacts.CONFIG_FILE, "fieldRef": field}]}}
 
 
 def build_pvc(run: TunixRun, ref: RunRef) -> dict[str, Any] | None:
@@ -251,7 +249,7 @@ def build_job(run: TunixRun, ref: RunRef, settings: OperatorSettings, attempt: i
     benchmark = spec.mode == Mode.BENCHMARK
 
     mounts = [{"name": "config", "mountPath": artifacts.CONFIG_MOUNT_DIR, "readOnly": True}]
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": config_map_name(ref.name)}}]
+    volumes: list[dict[str, Any]] = [config_volume()]
     if not benchmark:
         mounts.append({"name": "checkpoints", "mountPath": artifacts.CHECKPOINT_MOUNT_DIR})
         volumes.append(_checkpoint_volume(run, ref))
@@ -276,9 +274,11 @@ def build_job(run: TunixRun, ref: RunRef, settings: OperatorSettings, attempt: i
         container["ports"] = [{"name": "coordinator", "containerPort": COORDINATOR_PORT}]
 
     pod_labels = {**(spec.pod_labels or {}), **labels(ref, attempt)}
-    pod_meta: dict[str, Any] = {"labels": pod_labels}
-    if spec.pod_annotations:
-        pod_meta["annotations"] = dict(spec.pod_annotations)
+    config = manifest_yaml.dump(run_document(run))  # reads back the same
+    pod_meta: dict[str, Any] = {
+        "labels": pod_labels,
+        "annotations": {**(spec.pod_annotations or {}), CONFIG_ANNOTATION: config},
+    }
 
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -324,4 +324,4 @@ def build_children(
 ) -> list[dict[str, Any]]:
     """Every object attempt ``attempt`` needs, in creation order (the Job last)."""
     optional = [build_pvc(run, ref), build_service(run, ref)]
-    return [build_config_map(run, ref), *[o for o in optional if o], build_job(run, ref, settings, attempt)]
+    return [*[o for o in optional if o], build_job(run, ref, settings, attempt)]

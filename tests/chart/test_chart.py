@@ -277,7 +277,6 @@ OPERATOR_NEEDS = [
     ("tunix.dev", "tunixruns/finalizers", ["update"]),
     ("batch", "jobs", ["list", "watch", "create", "delete"]),
     ("", "pods", ["list", "watch"]),
-    ("", "configmaps", ["create", "patch"]),
     ("", "services", ["create"]),
     ("", "persistentvolumeclaims", ["create"]),
     ("", "secrets", ["get"]),
@@ -285,7 +284,7 @@ OPERATOR_NEEDS = [
 ]
 NEVER = [
     ("tunix.dev", "tunixruns", "update"),
-    ("", "configmaps", "delete"),
+    ("", "configmaps", "create"),  # run.yaml travels in the Job's pod template
     ("", "persistentvolumeclaims", "delete"),
     ("", "services", "delete"),
     ("", "secrets", "list"),

@@ -1,5 +1,5 @@
 """A multi-host run really rendezvouses on the process kubelet: the operator's children of a
-``hosts: 2`` run (ConfigMap, checkpoint claim, headless Service, Indexed Job, built by the operator's
+``hosts: 2`` run (checkpoint claim, headless Service, Indexed Job carrying run.yaml, built by the operator's
 own manifest code and applied as they are), the real Job controller and scheduler, and two
 ``tunix-train`` processes that meet through the coordinator address the operator builds
 (``<run>-<attempt>-0.<service>:<port>``, resolved by each pod's hosts file) and train data-parallel
@@ -27,7 +27,7 @@ from tests.trainer.data_parallel import assert_losses_match
 from tunix_api import artifacts
 from tunix_api.exit_codes import ExitCode
 from tunix_api.run import ObjectMeta, TunixRun, TunixRunSpec
-from tunix_operator.manifests import RunRef, build_children
+from tunix_operator.manifests import CONFIG_ANNOTATION, RunRef, build_children
 from tunix_operator.settings import OperatorSettings
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,6 @@ IMAGE = "tunix/trainer:process"
 STEPS = 8
 TIMEOUT = 300.0  # two JAX processes compile and train on a loaded 2-core machine
 PLURALS = {
-    "ConfigMap": ("api/v1", "configmaps"),
     "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims"),
     "Service": ("api/v1", "services"),
     "Job": ("apis/batch/v1", "jobs"),
@@ -118,7 +117,7 @@ def test_two_trainer_pods_rendezvous_by_name_and_train_like_one_process(
     from tunix_trainer.train import main
 
     config = tmp_path / "run.yaml"
-    document = yaml.safe_load(children[0]["data"][artifacts.CONFIG_FILE])
+    document = yaml.safe_load(children[-1]["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION])
     document["spec"].pop("accelerator", None)
     config.write_text(yaml.safe_dump(document))
     reference = tmp_path / "reference"

@@ -3,7 +3,8 @@
 The operator runs as ``python -m tunix_operator --kubeconfig <the chart's ServiceAccount>`` (a
 separate process that knows only a kubeconfig and holds only the chart's RBAC); the process kubelet
 runs the trainer image's command (``tunix-train``) as a local process of this venv, with the run's
-ConfigMap mounted at /etc/tunix and its checkpoint volume (a provisioned PV) at /checkpoints.
+run.yaml at /etc/tunix (a downwardAPI volume of the pod's annotation) and its checkpoint volume (a
+provisioned PV) at /checkpoints.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 
 from tests.cluster.fixtures import TRAINER_IMAGE
 from tests.cluster.kubelet import Node, ProcessKubelet
@@ -51,7 +52,10 @@ def test_create_makes_job_with_gpu_volume_env_and_resume(
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["checkpoints"]["persistentVolumeClaim"]["claimName"] == "gpu-checkpoints"
     assert k8s.core.read_namespaced_persistent_volume_claim("gpu-checkpoints", k8s.ns)
-    assert k8s.core.read_namespaced_config_map("gpu-config", k8s.ns).data["run.yaml"]
+    config = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"]["tunix.dev/run-config"])
+    assert config["spec"]["accelerator"] == k8s.run("gpu")["spec"]["accelerator"]
+    assert volumes["config"]["downwardAPI"]["items"][0]["path"] == "run.yaml"
+    assert not k8s.core.list_namespaced_config_map(k8s.ns, label_selector="tunix.dev/run=gpu").items
     assert job["metadata"]["ownerReferences"][0]["uid"] == k8s.run("gpu")["metadata"]["uid"]
     wait_for(phase_is(k8s, "gpu", "Running"), what="Running")
     status = k8s.status("gpu")
@@ -180,10 +184,6 @@ def test_delete_removes_children(operator: OperatorThread, kubelet: ProcessKubel
 
     wait_for(run_gone, what="run deleted")
     wait_for(lambda: k8s.jobs("gone") == [], what="jobs deleted")
-    wait_for(
-        lambda: not k8s.core.list_namespaced_config_map(k8s.ns, label_selector="tunix.dev/run=gone").items,
-        what="configmap deleted",
-    )
     assert k8s.core.read_namespaced_persistent_volume_claim("gone-checkpoints", k8s.ns)
 
 
@@ -229,6 +229,20 @@ def test_malformed_run_fails_while_another_keeps_going(
     assert "warmupSteps" in status["message"]
     assert k8s.jobs("bad") == []
     wait_for(phase_is(k8s, "good", "Running"), what="good Running")
+
+
+def test_a_spec_too_large_for_the_pods_annotations_fails_with_the_servers_message(
+    operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api
+) -> None:
+    """run.yaml travels in a pod annotation: the API server limits them to 256 KiB together. A
+    200 kB pod annotation fits the Job's metadata but not the pod template's, where run.yaml (which
+    holds it too) joins it."""
+    k8s.create_run(run_manifest("big", podAnnotations={"example.com/note": "x" * 200_000}))
+    wait_for(phase_is(k8s, "big", "Failed"), timeout=30, what="big Failed")
+    status = k8s.status("big")
+    assert next(c for c in status["conditions"] if c["type"] == "Failed")["reason"] == "CreateFailed"
+    assert "422" in status["message"] and "Too long" in status["message"], status["message"]
+    assert k8s.jobs("big") == []
 
 
 def test_image_pull_error_is_reported(operator: OperatorThread, kubelet: ProcessKubelet, k8s: Api) -> None:

@@ -53,8 +53,6 @@ MUST_OBSERVE: set[Permission] = {
     ("batch", "jobs", "create"),
     ("batch", "jobs", "delete"),  # preemption, suspend and TTL
     ("", "pods", "list"),
-    ("", "configmaps", "create"),
-    ("", "configmaps", "patch"),  # the ConfigMap exists at the next attempt
     ("", "persistentvolumeclaims", "create"),
     ("", "services", "create"),
     ("", "secrets", "get"),

@@ -20,8 +20,9 @@ from tests.integration.harness import Api, OperatorThread, phase_is, pod_of, run
 
 SUMMARY = {"finalLoss": 1.5, "totalSteps": 20, "provenance": {"jax": "0.10.2"}}
 # The lifecycle's writes: the status at Pending, Running and Succeeded (3; the Pending status already
-# says what the new Job's watch event would), the ConfigMap and the Job (2), the events Created, Running
-# and Succeeded (3): 8. No finalizer (kopf's would be 2 patches more), no GET, no LIST.
+# says what the new Job's watch event would), the Job (1; run.yaml travels in its pod template), the
+# events Created, Running and Succeeded (3): 7. No finalizer (kopf's would be 2 patches more), no GET,
+# no LIST.
 LIFECYCLE_MAX_REQUESTS = 12
 AT_REST_SECONDS = 6.0  # with the tests' 0.3 s progress interval and 1 s resync: dozens of reconciles
 

@@ -118,7 +118,7 @@ def test_benchmark_job_runs_tunix_bench_without_checkpoints_or_pvc() -> None:
     run = make_run()
     ref = RunRef("r1", "ns", "uid-1")
     children = build_children(run, ref, SETTINGS, attempt=1)
-    assert [c["kind"] for c in children] == ["ConfigMap", "Job"]  # no PVC despite checkpoint.volume
+    assert [c["kind"] for c in children] == ["Job"]  # no PVC despite checkpoint.volume
     job_obj = children[-1]
     for obj in children:
         kubernetes_validate.validate(obj, "1.32", strict=True)
@@ -323,7 +323,7 @@ def test_reconciler_reads_benchmark_json_not_summary_json(tmp_path: pathlib.Path
     kube = FakeKube({"r1": run_body(**BENCH)})
     rec = reconciler(kube, tmp_path)
     rec.reconcile("ns", "r1")
-    assert kube.calls == ["patch-status", "create-ConfigMap", "create-Job"]  # no PVC
+    assert kube.calls == ["patch-status", "create-Job"]  # no PVC
     run_dir = tmp_path / "ns" / "r1"
     run_dir.mkdir(parents=True)
     (run_dir / "summary.json").write_text(json.dumps(TRAINING_SUMMARY))

@@ -11,9 +11,9 @@ import yaml
 from tests.operator.factories import spec
 from tunix_api.run import ObjectMeta, TunixRun, TunixRunSpec
 from tunix_operator.manifests import (
+    CONFIG_ANNOTATION,
     RunRef,
     build_children,
-    build_config_map,
     build_job,
     build_pvc,
     build_service,
@@ -122,7 +122,9 @@ def test_job_runs_the_trainer_with_gpu_volume_env_and_resume_latest() -> None:
     assert c["resources"] == {"limits": {"nvidia.com/gpu": "2"}, "requests": {"nvidia.com/gpu": "2"}}
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert {"name": "checkpoints", "emptyDir": {}} in pod["volumes"]
-    assert {"name": "config", "configMap": {"name": "r1-config"}} in pod["volumes"]
+    config = {"path": "run.yaml", "fieldRef": {"fieldPath": "metadata.annotations['tunix.dev/run-config']"}}
+    assert {"name": "config", "downwardAPI": {"items": [config]}} in pod["volumes"]
+    assert {"name": "config", "mountPath": "/etc/tunix", "readOnly": True} in c["volumeMounts"]
     assert env(job)["TUNIX_ATTEMPT"] == "2"
     assert env(job)["TUNIX_RUN_NAME"] == "r1"
     assert "TUNIX_COORDINATOR_ADDRESS" not in env(job)
@@ -162,7 +164,9 @@ def test_user_settings_reach_job_and_pod() -> None:
     assert pod["affinity"]["nodeAffinity"]
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert job["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
-    assert job["spec"]["template"]["metadata"]["annotations"] == {"note": "x"}
+    annotations = job["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["note"] == "x" and set(annotations) == {"note", CONFIG_ANNOTATION}
+    assert job["metadata"]["annotations"] == {"note": "x"}  # the config goes to the pods only
     assert env(job)["A"] == "1" and env(job)["B"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
     assert "--artifacts-uri" in c["command"] and "s3://b/art" in c["command"]
 
@@ -180,12 +184,20 @@ def test_pvc_owned_only_when_reclaim_policy_is_delete() -> None:
     assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "shared"}} in volumes
 
 
-def test_config_map_holds_the_run_as_the_trainer_loads_it() -> None:
-    run = make_run()
-    doc = yaml.safe_load(build_config_map(run, REF)["data"]["run.yaml"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_pod_template_carries_the_run_as_the_trainer_loads_it(variant: str) -> None:
+    run = make_run(**VARIANTS[variant])
+    job = build_job(run, REF, SETTINGS, attempt=1)
+    doc = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION])
     assert doc["kind"] == "TunixRun" and doc["metadata"] == {"name": "r1", "namespace": "ns"}
     assert "status" not in doc
     assert TunixRun.model_validate(doc).spec == run.spec
+
+
+def test_a_pod_annotation_of_the_same_name_does_not_replace_the_config() -> None:
+    job = build_job(make_run(podAnnotations={CONFIG_ANNOTATION: "steps: 1"}), REF, SETTINGS, 0)
+    doc = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION])
+    assert doc["kind"] == "TunixRun"
 
 
 def test_benchmark_mode_runs_tunix_bench_without_checkpoints() -> None:

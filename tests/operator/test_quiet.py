@@ -53,7 +53,7 @@ class Polled:
         self.dir = tmp_path / "ns" / "r1"
         self.dir.mkdir(parents=True)
         self.progress(1)
-        self.reconcile()  # Pending: status, ConfigMap, Job
+        self.reconcile()  # Pending: status, Job
         self.kube.pods = [pod()]
         self.reconcile()  # Running, the progress merged: from now on nothing new
 

@@ -94,7 +94,7 @@ def test_first_reconcile_patches_status_then_creates_children(tmp_path: pathlib.
     kube = FakeKube({"r1": run_body()})
     result = reconciler(kube, tmp_path).reconcile("ns", "r1")
     assert result is not None
-    assert kube.calls == ["patch-status", "create-ConfigMap", "create-Job"]
+    assert kube.calls == ["patch-status", "create-Job"]
     assert kube.runs["r1"]["status"]["phase"] == "Pending"
     assert "r1-0" in kube.jobs
 
@@ -227,7 +227,7 @@ def test_a_lifecycle_makes_only_writes_and_rest_makes_none(tmp_path: pathlib.Pat
     before = list(kube.calls)
     for _ in range(3):  # at rest: nothing changed, nothing written
         rec.reconcile("ns", "r1")
-    assert kube.calls == before == ["patch-status", "create-ConfigMap", "create-Job", "patch-status"]
+    assert kube.calls == before == ["patch-status", "create-Job", "patch-status"]
 
 
 def test_a_live_body_older_than_our_write_is_not_decided_on_again(tmp_path: pathlib.Path) -> None:
@@ -240,7 +240,7 @@ def test_a_live_body_older_than_our_write_is_not_decided_on_again(tmp_path: path
     again = rec.reconcile(stale, Children())  # the Job's watch event has not arrived either
     assert again is not None and again.decision.events == [] and again.decision.actions == []
     assert again.decision.status["attempt"] == 0  # decided on the written status, with the created Job
-    assert [c for c in kube.calls if c.startswith("create")] == ["create-ConfigMap", "create-Job"]
+    assert [c for c in kube.calls if c.startswith("create")] == ["create-Job"]
     newer = kube.get_run("ns", "r1")  # the watch caught up: the live body is used again
     assert newer is not None and rec.writes.current(("ns", "r1"), newer) is newer
 

@@ -74,10 +74,6 @@ part of the ClusterRole in cluster-wide mode. kopf's own needs are listed separa
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
-# The run's config (patched when it exists already: the spec may have changed between attempts).
-- apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["create", "patch"]
 # The multi-host coordinator (headless Service) and the checkpoint PVC; both go with the run
 # through ownerReferences (garbage collection), so the operator never deletes them.
 - apiGroups: [""]
