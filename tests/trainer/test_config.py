@@ -322,15 +322,17 @@ def test_an_object_larger_than_etcd_accepts_is_refused(run_resource):
     assert parse_run(doc).spec.pod_annotations["k0"] == "v" * 1000
 
 
-def test_the_config_map_the_operator_writes_reads_back_as_the_same_run(run_resource):
+def test_the_run_yaml_the_operator_writes_reads_back_as_the_same_run(run_resource):
     """Strings that kubectl's reader would take for numbers (1e3) survive the operator's dump."""
     from tunix_api.run import TunixRun
-    from tunix_operator.manifests import RunRef, build_config_map
+    from tunix_operator.manifests import CONFIG_ANNOTATION, RunRef, build_job
+    from tunix_operator.settings import OperatorSettings
 
     doc = run_resource(nodeSelector={"pool": "1e3", "zone": "2E-5", "n": "10"}, image="1e5")
     doc["metadata"]["namespace"] = "team-a"
     run = TunixRun.model_validate(doc)
-    config_map = build_config_map(run, RunRef(name="unit", namespace="team-a", uid="u"))
-    loaded = load_run(config_map["data"]["run.yaml"])
+    settings = OperatorSettings(artifacts_base_uri="/tmp/artifacts")
+    job = build_job(run, RunRef(name="unit", namespace="team-a", uid="u"), settings, attempt=0)
+    loaded = load_run(job["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION])
     assert loaded.spec == run.spec
     assert loaded.spec.node_selector == {"pool": "1e3", "zone": "2E-5", "n": "10"}
