@@ -14,19 +14,28 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tunix_operator.manifests import COMPLETION_INDEX_ANNOTATION
+from tunix_operator.observe import CHECKPOINT_TIME_ANNOTATION
+
 RunKey = tuple[str, str]  # (namespace, run name)
 Obj = Mapping[str, Any]
 
 # Only these parts of a Job/pod are kept in memory: what observe.py and state.py read. A pod's and a
-# Job's spec (the whole pod template) and metadata.managedFields are most of their size.
+# Job's spec (the whole pod template), metadata.managedFields and the annotations (the pods carry the
+# run's whole run.yaml, and the user's podAnnotations: up to 256 KiB a pod) are most of their size.
 JOB_SPEC_KEPT = ("completions", "parallelism", "suspend", "backoffLimit")
 POD_SPEC_KEPT = ("terminationGracePeriodSeconds", "nodeName")
+POD_ANNOTATIONS_KEPT = (COMPLETION_INDEX_ANNOTATION, CHECKPOINT_TIME_ANNOTATION)
 EXPECTATION_SECONDS = 60.0  # a created/deleted Job the watch never shows is forgotten after this
 
 
-def slim(obj: Obj, spec_kept: Iterable[str]) -> dict[str, Any]:
-    """``obj`` without managedFields and with only ``spec_kept`` of its spec (shallow copies)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+def slim(obj: Obj, spec_kept: Iterable[str], annotations_kept: Iterable[str] = ()) -> dict[str, Any]:
+    """``obj`` without managedFields, with only ``spec_kept`` of its spec and ``annotations_kept`` of
+    its annotations (shallow copies)."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("managedFields", "annotations")}
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if kept := {k: annotations[k] for k in annotations_kept if k in annotations}:
+        meta["annotations"] = kept
     spec = obj.get("spec") or {}
     out: dict[str, Any] = {
         "apiVersion": obj.get("apiVersion"),
@@ -44,7 +53,7 @@ def slim_job(job: Obj) -> dict[str, Any]:
 
 
 def slim_pod(pod: Obj) -> dict[str, Any]:
-    return slim(pod, POD_SPEC_KEPT)
+    return slim(pod, POD_SPEC_KEPT, POD_ANNOTATIONS_KEPT)
 
 
 def _name(obj: Obj) -> str:
