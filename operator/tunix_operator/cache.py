@@ -32,8 +32,9 @@ EXPECTATION_SECONDS = 60.0  # a created/deleted Job the watch never shows is for
 def slim(obj: Obj, spec_kept: Iterable[str], annotations_kept: Iterable[str] = ()) -> dict[str, Any]:
     """``obj`` without managedFields, with only ``spec_kept`` of its spec and ``annotations_kept`` of
     its annotations (shallow copies)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("managedFields", "annotations")}
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    metadata = obj.get("metadata") or {}
+    meta = {k: v for k, v in metadata.items() if k not in ("managedFields", "annotations")}
+    annotations = metadata.get("annotations") or {}
     if kept := {k: annotations[k] for k in annotations_kept if k in annotations}:
         meta["annotations"] = kept
     spec = obj.get("spec") or {}
