@@ -203,8 +203,9 @@ def others_cpu_seconds(bench: Bench) -> dict[str, float]:
 class JobWatch:
     """When each Job of the namespace was first seen (the ADDED event of a watch)."""
 
-    def __init__(self, batch: kubernetes.client.BatchV1Api) -> None:
+    def __init__(self, batch: kubernetes.client.BatchV1Api, namespace: str = NAMESPACE) -> None:
         self.batch = batch
+        self.namespace = namespace
         self.seen: dict[str, float] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
         self._stop = threading.Event()
@@ -219,9 +220,8 @@ class JobWatch:
             watch = kubernetes.watch.Watch()
             self._ready.set()
             try:
-                for event in watch.stream(
-                    self.batch.list_namespaced_job, NAMESPACE, resource_version=version, timeout_seconds=30
-                ):
+                jobs = self.batch.list_namespaced_job
+                for event in watch.stream(jobs, self.namespace, resource_version=version, timeout_seconds=30):
                     job = self.batch.api_client.sanitize_for_serialization(event["object"])
                     version = job["metadata"]["resourceVersion"]
                     if event["type"] == "ADDED":
@@ -236,7 +236,7 @@ class JobWatch:
                     version = self._list()
 
     def _list(self) -> str:
-        response = self.batch.list_namespaced_job(NAMESPACE)
+        response = self.batch.list_namespaced_job(self.namespace)
         for item in response.items:
             self._saw(self.batch.api_client.sanitize_for_serialization(item))
         return response.metadata.resource_version
@@ -258,7 +258,7 @@ class JobWatch:
         self._stop.set()
 
 
-def run_manifest(name: str, s3: dict[str, str] | None = None) -> dict[str, Any]:
+def run_manifest(name: str, s3: dict[str, str] | None = None, namespace: str = NAMESPACE) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "dataset": {"uri": "data/golden/golden.jsonl"},
         "training": {"steps": 20, "batchSize": 4, "seqLen": 32},
@@ -269,7 +269,7 @@ def run_manifest(name: str, s3: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "TunixRun",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
 
