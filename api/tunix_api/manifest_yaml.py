@@ -1,9 +1,9 @@
 """TunixRun manifests as YAML: read as strictly as ``kubectl apply`` and the API server read them,
-written so that they read back the same.
+written (as JSON, which is YAML) so that they read back the same.
 
 Numbers follow kubectl's reader too: ``1e-8`` is a float (PyYAML, following YAML 1.1, reads a
-string there, which a strictly typed field would then refuse). :func:`dump` therefore quotes a
-string such as ``"1e3"`` (the operator writes the trainer's ``run.yaml`` with it).
+string there, which a strictly typed field would then refuse). :func:`dump_json` writes strings
+quoted, so ``"1e3"`` stays a string (the operator writes the trainer's ``run.yaml`` with it).
 
 PyYAML's ``safe_load`` keeps the last of two equal keys and expands aliases without limit (a
 "billion laughs" document of a few hundred bytes becomes gigabytes). :func:`load` refuses both:
@@ -16,6 +16,7 @@ in a RecursionError).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -81,17 +82,7 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# libyaml's emitter when PyYAML was built with it: the same text, 5x less CPU (the operator writes a
-# run.yaml for every run it starts; docs/PERFORMANCE.md, "The operator at scale").
-_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _Dumper(_SafeDumper):
-    """``SafeDumper`` that quotes the strings :func:`load` would read as numbers."""
-
-
-for _cls in (_StrictLoader, _Dumper):
-    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+.0123456789"))
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -104,9 +95,18 @@ def lone_surrogate(text: str) -> int | None:
     return None
 
 
-def dump(document: Any) -> str:
-    """YAML of ``document`` (keys in their order) that :func:`load` reads back equal."""
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+# What JSON leaves as it is but a YAML 1.1 reader (PyYAML) refuses (DEL, the C1 controls, U+FFFE, U+FFFF)
+# or reads as a line break inside a quoted string (NEL, U+2028, U+2029); and the byte-order mark. A
+# \uXXXX escape of them means the same in JSON and YAML.
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+
+
+def dump_json(document: Any) -> str:
+    """Indented JSON of ``document`` (keys in their order) that :func:`load` and ``json.loads`` both
+    read back equal. JSON is YAML, and a fifth of the CPU of PyYAML's writer (the operator writes one
+    per attempt it starts; docs/PERFORMANCE.md, "Sixth pass")."""
+    text = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
 
 
 def expanded_size(root: Node, limit: int) -> int:

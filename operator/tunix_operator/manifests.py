@@ -274,7 +274,7 @@ def build_job(run: TunixRun, ref: RunRef, settings: OperatorSettings, attempt: i
         container["ports"] = [{"name": "coordinator", "containerPort": COORDINATOR_PORT}]
 
     pod_labels = {**(spec.pod_labels or {}), **labels(ref, attempt)}
-    config = manifest_yaml.dump(run_document(run))  # reads back the same
+    config = manifest_yaml.dump_json(run_document(run))  # JSON is YAML; reads back the same
     pod_meta: dict[str, Any] = {
         "labels": pod_labels,
         "annotations": {**(spec.pod_annotations or {}), CONFIG_ANNOTATION: config},

@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tunix_api.manifest_yaml import MAX_DEPTH, StrictYAMLError, dump, load
+from tunix_api.manifest_yaml import MAX_DEPTH, StrictYAMLError, dump_json, load
 
 TRICKY = ["1e3", "2E-5", "-1.5e+3", ".5e1", "yes", "off", "null", "~", "0x1f", "1_000", ".inf", "12:30", ""]
 
 
 def test_strings_that_look_like_other_types_round_trip_as_strings() -> None:
     document = {"strings": TRICKY, "numbers": [1, 1.5, 1e-8, -3], "nested": {"b": True, "n": None}}
-    assert load(dump(document)) == document
+    assert load(dump_json(document)) == document
 
 
-def test_dump_keeps_key_order() -> None:
-    assert dump({"b": 1, "a": 2}).splitlines() == ["b: 1", "a: 2"]
+# Characters JSON writes as they are that a YAML 1.1 reader refuses, or folds as line breaks.
+EXOTIC = ["emoji \U0001f680", "del \x7f", "nel \x85", "c1 \x9b", "ls \u2028 ps \u2029", "\ufeffbom",
+          "\ufffe \uffff", "tab\tnew\nline\r", "quote \" back \\ slash", "é ß 中文", "\x00\x1b"]  # fmt: skip
+
+
+def test_json_dump_reads_back_equal_as_yaml_and_as_json() -> None:
+    document = {
+        "strings": TRICKY + EXOTIC,
+        "numbers": [1, 1.5, 1e-8, 3e-3, -3, 10**20],
+        "nested": {"b": True, "n": None, "l": [], "m": {}, "é \u2028": "key"},
+    }
+    text = dump_json(document)
+    assert load(text) == document
+    assert json.loads(text) == document
+
+
+def test_json_dump_keeps_key_order_and_refuses_nan() -> None:
+    assert list(load(dump_json({"b": 1, "a": 2}))) == ["b", "a"]
+    with pytest.raises(ValueError):
+        dump_json({"x": float("nan")})
 
 
 def test_exponent_floats_are_numbers_as_kubectl_reads_them() -> None:

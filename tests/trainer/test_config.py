@@ -323,12 +323,16 @@ def test_an_object_larger_than_etcd_accepts_is_refused(run_resource):
 
 
 def test_the_run_yaml_the_operator_writes_reads_back_as_the_same_run(run_resource):
-    """Strings that kubectl's reader would take for numbers (1e3) survive the operator's dump."""
+    """Strings that kubectl's reader would take for numbers (1e3), and characters a YAML 1.1 reader
+    refuses or reads as line breaks, survive the operator's dump."""
     from tunix_api.run import TunixRun
     from tunix_operator.manifests import CONFIG_ANNOTATION, RunRef, build_job
     from tunix_operator.settings import OperatorSettings
 
-    doc = run_resource(nodeSelector={"pool": "1e3", "zone": "2E-5", "n": "10"}, image="1e5")
+    notes = {"emoji": "\U0001f680", "controls": "del \x7f nel \x85 c1 \x9b", "breaks": "a\u2028b\u2029c"}
+    doc = run_resource(
+        nodeSelector={"pool": "1e3", "zone": "2E-5", "n": "10"}, image="1e5", podAnnotations=notes
+    )
     doc["metadata"]["namespace"] = "team-a"
     run = TunixRun.model_validate(doc)
     settings = OperatorSettings(artifacts_base_uri="/tmp/artifacts")
@@ -336,3 +340,4 @@ def test_the_run_yaml_the_operator_writes_reads_back_as_the_same_run(run_resourc
     loaded = load_run(job["spec"]["template"]["metadata"]["annotations"][CONFIG_ANNOTATION])
     assert loaded.spec == run.spec
     assert loaded.spec.node_selector == {"pool": "1e3", "zone": "2E-5", "n": "10"}
+    assert loaded.spec.pod_annotations == notes
