@@ -91,7 +91,7 @@ def tune_gc() -> None:
 
     The operator holds every watched run, Job and pod in memory, and each watch event allocates a
     few hundred objects. At CPython's default the young collections come often enough to promote
-    objects into full collections of that whole heap every few seconds of a burst: 17-19% of the
+    objects into full collections of that whole heap every few seconds of a burst: about 17% of the
     operator's CPU in a burst of 1,000-1,500 runs (docs/PERFORMANCE.md, "Sixth pass"). Reference
     counting still frees at once everything that is not in a cycle; only cyclic garbage waits
     longer (the peak RSS did not change). The older generations keep CPython's thresholds.
