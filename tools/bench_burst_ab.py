@@ -47,7 +47,7 @@ from bench_operator import (
     free_port,
     peak_rss_mib,
     run_manifest,
-    scrape,
+    wait_for_metrics,
 )
 
 from tests.cluster.controlplane import ControlPlane
@@ -85,15 +85,7 @@ class Operator:
         )
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                scrape(self.metrics_port)
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the operator of {self.namespace} did not start") from None
-                time.sleep(0.3)
+        wait_for_metrics(self.process, self.metrics_port, f"the one of {self.namespace}")
 
     def cpu(self) -> tuple[float, float]:
         """(process CPU seconds, its main thread's: kopf's event loop)."""

@@ -132,6 +132,19 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def wait_for_metrics(process: subprocess.Popen[bytes], port: int, hint: str, timeout: float = 60) -> None:
+    """Until the operator ``process`` serves its metrics on ``port`` (RuntimeError if it exits first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            scrape(port)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the operator did not start: {hint}") from None
+            time.sleep(0.3)
+
+
 def reconcile_count(metrics: dict[str, float]) -> float:
     return metrics.get("tunix_reconcile_duration_seconds_count", 0.0)
 
@@ -394,17 +407,7 @@ class Bench:
                    "--standalone", "-n", NAMESPACE, "--metrics-port", str(self.metrics_port),
                    "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]  # fmt: skip
         self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                scrape(self.metrics_port)
-                break
-            except OSError:
-                if self.operator.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"the operator did not start: see {self.workdir / 'operator.log'}"
-                    ) from None
-                time.sleep(0.3)
+        wait_for_metrics(self.operator, self.metrics_port, f"see {self.workdir / 'operator.log'}")
         time.sleep(3)  # kopf's initial listings
 
     def stop(self) -> None:
