@@ -23,6 +23,7 @@ import concurrent.futures
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    import shutil
-
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
