@@ -128,6 +128,13 @@ class JobExpectations:
         self._deleted.setdefault(key, {})[name] = (self._clock(), uid)
         self._created.get(key, {}).pop(name, None)
 
+    def shows_as_created(self, key: RunKey, job: Obj) -> bool:
+        """Whether ``job`` (from a watch event) is a Job this operator created and the watch has not
+        shown yet, unchanged since (the resourceVersion of the create's answer)."""
+        entry = self._created.get(key, {}).get(_name(job))
+        version = _resource_version(job)
+        return entry is not None and version is not None and _resource_version(entry[1]) == version
+
     def jobs(self, key: RunKey, indexed: Iterable[Obj]) -> dict[str, Obj]:
         """The run's Jobs by name: the indexed ones, plus those created, minus those deleted."""
         now = self._clock()

@@ -354,3 +354,27 @@ def test_a_deleted_run_ends_its_daemon_without_a_finalizer(
     registry = handlers.build_registry(Reconciler(kube, settings), settings, OperatorMetrics())  # type: ignore[arg-type]
     (daemon,) = registry._spawning.get_all_handlers()
     assert daemon.id == "reconcile" and not daemon.requires_finalizer
+
+
+def test_only_the_added_event_of_a_job_as_created_leaves_the_daemon_asleep(tmp_path: pathlib.Path) -> None:
+    """The reconcile that created a Job decided as if it existed: the Job's ADDED event, showing it as
+    the create answered, is nothing new. Any other version, event or child wakes the daemon."""
+    kube = FakeKube({"r1": run_body()})
+    settings = OperatorSettings(artifacts_base_uri=tmp_path.as_uri(), metrics_port=0)
+    daemons = RunDaemons(Reconciler(kube, settings), OperatorMetrics(), settings)  # type: ignore[arg-type]
+    waker = daemons._wakers.setdefault(("ns", "r1"), asyncio.Event())
+    created = {"kind": "Job", "metadata": {"name": "r1-0", "resourceVersion": "7"}}
+    daemons.reconciler.expectations.created(("ns", "r1"), created)
+
+    def wakes(event: str, body: dict[str, Any], run: str = "r1") -> bool:
+        waker.clear()
+        daemons.child_seen("ns", run, event, body)
+        return waker.is_set()
+
+    assert not wakes("ADDED", created)
+    assert wakes("ADDED", {"kind": "Job", "metadata": {"name": "r1-0", "resourceVersion": "8"}})  # changed
+    assert wakes("MODIFIED", created)
+    assert wakes("ADDED", {"kind": "Pod", "metadata": {"name": "r1-0-0-x", "resourceVersion": "9"}})
+    assert wakes("ADDED", {"kind": "Job", "metadata": {"name": "r1-0"}})  # no version: not comparable
+    daemons.reconciler.expectations.jobs(("ns", "r1"), [created])  # the watch caught up
+    assert wakes("ADDED", created)
