@@ -40,15 +40,13 @@ from bench_operator import (
     CRDS_DIR,
     GROUP,
     PLURAL,
-    REPO,
     VERSION,
     JobWatch,
-    controlplane,
     cpu_seconds,
     free_port,
     peak_rss_mib,
     run_manifest,
-    wait_for_metrics,
+    start_operator,
 )
 
 from tests.cluster.controlplane import ControlPlane
@@ -60,33 +58,10 @@ class Operator:
     def __init__(self, plane: ControlPlane, workdir: pathlib.Path, label: str, path: str | None,
                  env: dict[str, str]) -> None:  # fmt: skip
         self.namespace = f"bench-{label}"
-        user = f"tunix-bench-operator-{label}"
-        cert = plane.ca.issue(user, organization="system:masters")
-        kubeconfig = controlplane.write_kubeconfig(
-            workdir / f"{label}.kubeconfig", plane.url, plane.ca.cert_pem, user=user, cert=cert
-        )
-        (workdir / f"artifacts-{label}").mkdir()
-        self.metrics_port = free_port()
-        environment = {
-            **os.environ,
-            "TUNIX_ARTIFACTS_BASE_URI": (workdir / f"artifacts-{label}").as_uri(),
-            "TUNIX_LOG_FORMAT": "text",
-            "TUNIX_LOG_LEVEL": "WARNING",
-            **env,
-        }
-        if path:
-            paths = [str(pathlib.Path(path) / d) for d in ("operator", "api")]
-            environment["PYTHONPATH"] = os.pathsep.join([*paths, environment.get("PYTHONPATH", "")])
-        command = [sys.executable, "-m", "tunix_operator", "--kubeconfig", str(kubeconfig), "--standalone",
-                   "-n", self.namespace, "--metrics-port", str(self.metrics_port),
-                   "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]  # fmt: skip
-        log = (workdir / f"operator-{label}.log").open("wb")
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPO
-        )
-
-    def wait_ready(self) -> None:
-        wait_for_metrics(self.process, self.metrics_port, f"the one of {self.namespace}")
+        self.process = start_operator(
+            plane, workdir, name=f"operator-{label}", user=f"tunix-bench-operator-{label}",
+            namespace=self.namespace, metrics_port=free_port(), env=env, checkout=path,
+        )  # fmt: skip
 
     def cpu(self) -> tuple[float, float]:
         """(process CPU seconds, its main thread's: kopf's event loop)."""
@@ -144,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         for label, path, env in (("a", args.a_path, args.a_env), ("b", None, args.b_env)):
             core.create_namespace({"metadata": {"name": f"bench-{label}"}})
             operators.append(Operator(plane, workdir, label, path, parse_env(env)))
-        for operator in operators:
-            operator.wait_ready()
         watches = [JobWatch(batch, o.namespace) for o in operators]
         time.sleep(3)  # kopf's initial listings
 

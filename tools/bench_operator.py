@@ -145,6 +145,49 @@ def wait_for_metrics(process: subprocess.Popen[bytes], port: int, hint: str, tim
             time.sleep(0.3)
 
 
+def start_operator(
+    plane: ControlPlane,
+    workdir: pathlib.Path,
+    *,
+    name: str,
+    user: str,
+    namespace: str,
+    metrics_port: int,
+    env: dict[str, str],
+    checkout: str | None = None,
+    python_args: list[str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``python -m tunix_operator`` as its own process, watching ``namespace``, once it serves its
+    metrics. It logs in as ``user`` with its own client certificate (the audit log tells its requests
+    apart); ``checkout``: another checkout's operator, first on the path (e.g. a baseline); ``env`` is
+    added to the environment. Writes ``<name>.kubeconfig``, ``<name>.log`` and ``<name>-artifacts/``
+    under ``workdir``."""
+    cert = plane.ca.issue(user, organization="system:masters")
+    kubeconfig = controlplane.write_kubeconfig(
+        workdir / f"{name}.kubeconfig", plane.url, plane.ca.cert_pem, user=user, cert=cert
+    )
+    artifacts = workdir / f"{name}-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    environment = {
+        **os.environ,
+        "TUNIX_ARTIFACTS_BASE_URI": artifacts.as_uri(),
+        "TUNIX_LOG_FORMAT": "text",
+        "TUNIX_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    if checkout:
+        paths = [str(pathlib.Path(checkout) / d) for d in ("operator", "api")]
+        environment["PYTHONPATH"] = os.pathsep.join([*paths, environment.get("PYTHONPATH", "")])
+    log_path = workdir / f"{name}.log"
+    command = [sys.executable, *(python_args or []), "-m", "tunix_operator", "--kubeconfig", str(kubeconfig),
+               "--standalone", "-n", namespace, "--metrics-port", str(metrics_port),
+               "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPO)
+    wait_for_metrics(process, metrics_port, f"see {log_path}")
+    return process
+
+
 def reconcile_count(metrics: dict[str, float]) -> float:
     return metrics.get("tunix_reconcile_duration_seconds_count", 0.0)
 
@@ -379,35 +422,18 @@ class Bench:
         return self.proxy_url
 
     def _start_operator(self) -> None:
-        cert = self.plane.ca.issue(OPERATOR_USER, organization="system:masters")
-        kubeconfig = controlplane.write_kubeconfig(
-            self.workdir / "operator.kubeconfig",
-            self.plane.url,
-            self.plane.ca.cert_pem,
-            user=OPERATOR_USER,
-            cert=cert,
-        )
-        (self.workdir / "artifacts").mkdir(exist_ok=True)
         env = {
-            **os.environ,
-            "TUNIX_ARTIFACTS_BASE_URI": (self.workdir / "artifacts").as_uri(),
             "TUNIX_PROGRESS_INTERVAL_SECONDS": str(self.args.progress_interval),
             **({"TUNIX_MAX_PROGRESS_READS_PER_SECOND": str(r)} if (r := self.args.reads_per_second) else {}),
             "TUNIX_MAX_CONCURRENT_RECONCILES": str(self.args.workers),
             **({"TUNIX_RESYNC_INTERVAL_SECONDS": str(r)} if (r := self.args.resync_interval) else {}),
-            "TUNIX_LOG_FORMAT": "text",
             "TUNIX_LOG_LEVEL": self.args.log_level,
         }
-        if self.args.operator_path:  # another checkout's operator (e.g. a baseline), first on the path
-            paths = [str(pathlib.Path(self.args.operator_path) / d) for d in ("operator", "api")]
-            env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-        log = (self.workdir / "operator.log").open("wb")
         profile = ["-m", "cProfile", "-o", str(self.args.profile)] if self.args.profile else []
-        command = [sys.executable, *profile, "-m", "tunix_operator", "--kubeconfig", str(kubeconfig),
-                   "--standalone", "-n", NAMESPACE, "--metrics-port", str(self.metrics_port),
-                   "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]  # fmt: skip
-        self.operator = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        wait_for_metrics(self.operator, self.metrics_port, f"see {self.workdir / 'operator.log'}")
+        self.operator = start_operator(
+            self.plane, self.workdir, name="operator", user=OPERATOR_USER, namespace=NAMESPACE,
+            metrics_port=self.metrics_port, env=env, checkout=self.args.operator_path, python_args=profile,
+        )  # fmt: skip
         time.sleep(3)  # kopf's initial listings
 
     def stop(self) -> None:
