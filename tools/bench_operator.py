@@ -341,7 +341,10 @@ class Bench:
         # A baseline checkout's operator gets its own CRD (its models refuse fields added since).
         crds = pathlib.Path(args.operator_path) / "crds" if args.operator_path else CRDS_DIR
         self.plane = ControlPlane(
-            workdir / "cluster", controllers=BENCH_CONTROLLERS, crds=sorted(crds.glob("*.yaml"))
+            workdir / "cluster",
+            controllers=BENCH_CONTROLLERS,
+            crds=sorted(crds.glob("*.yaml")),
+            profiling=args.apiserver_profile is not None,
         )
         self.metrics_port = free_port()
         self.s3_port = free_port()
@@ -457,6 +460,21 @@ class Bench:
         return collections.Counter(e["verb"] for e in events if (e.get("objectRef") or {}).get("resource"))
 
     # -- playing the Job controller and the kubelet ------------------------------------------------
+
+    def profile_apiserver(self, path: pathlib.Path | None, seconds: int) -> threading.Thread | None:
+        """Start a CPU profile of kube-apiserver (``/debug/pprof/profile``) into ``path``, in a thread."""
+        if path is None:
+            return None
+        url = f"{self.plane.url}/debug/pprof/profile?seconds={seconds}"
+        context = self.plane.admin_ssl_context()
+
+        def fetch() -> None:
+            with urllib.request.urlopen(url, context=context, timeout=seconds + 60) as response:
+                path.write_bytes(response.read())
+
+        thread = threading.Thread(target=fetch, name="apiserver-profile", daemon=True)
+        thread.start()
+        return thread
 
     def parallel(self, fn: Callable[[str], Any], names: Iterable[str]) -> list[Any]:
         with concurrent.futures.ThreadPoolExecutor(self.args.clients) as pool:
@@ -575,11 +593,14 @@ class Bench:
         }
         # 2. a burst
         burst = [f"run-{i}" for i in range(a.runs)]
+        profile = self.profile_apiserver(a.apiserver_profile, a.apiserver_profile_seconds)
         window = Window(self)
         starts = self.parallel(self.create_run, burst)
         self.jobs.wait([f"{n}-0" for n in burst], timeout=600)
         last_job = max(self.jobs.seen[f"{n}-0"] for n in burst)
         result = window.close()
+        if profile is not None:
+            profile.join()
         result["runs"] = len(burst)
         result["seconds_first_create_to_all_jobs"] = round(last_job - min(starts), 2)
         spans = sorted(self.jobs.seen[f"{n}-0"] - s for n, s in zip(burst, starts, strict=True))
@@ -749,6 +770,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync-interval", type=float, default=None, help="TUNIX_RESYNC_INTERVAL_SECONDS")
     parser.add_argument("--clients", type=int, default=8, help="threads creating runs and pods")
     parser.add_argument("--profile", default=None, help="cProfile the operator's main thread into this file")
+    parser.add_argument(
+        "--apiserver-profile",
+        type=pathlib.Path,
+        default=None,
+        help="write a CPU profile of kube-apiserver from the burst's start here (`go tool pprof -top`)",
+    )
+    parser.add_argument("--apiserver-profile-seconds", type=int, default=30)
     parser.add_argument("--log-level", default="WARNING", help="the operator's (its log: --keep)")
     parser.add_argument("--operator-path", default=None, help="run the operator of this checkout instead")
     parser.add_argument("--out", type=pathlib.Path, default=None, help="also write the JSON here")
@@ -773,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.stop()
     result["machine"] = {"cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()]}
     result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = json.dumps(result, indent=2)
+    text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

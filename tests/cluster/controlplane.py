@@ -165,8 +165,11 @@ class ControlPlane:
         *,
         controllers: Sequence[str] = CONTROLLERS,
         crds: Sequence[pathlib.Path] = (),
+        profiling: bool = False,
     ) -> None:
         self.workdir = pathlib.Path(workdir)
+        # The API server's /debug/pprof (for benchmarks: where its CPU goes); off as in a hardened cluster.
+        self.profiling = profiling
         # Installed before the controller-manager starts: its garbage collector rediscovers resource
         # types only every 30 s, and would not yet collect the children of a brand-new CRD's objects.
         self.crds = tuple(crds)
@@ -235,10 +238,15 @@ class ControlPlane:
         """A kubeconfig that authenticates with a bearer token (e.g. a service account's)."""
         return write_kubeconfig(path, self.url, self.ca.cert_pem, user=user, token=token, namespace=namespace)
 
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Until ``/readyz`` of the API server answers ok."""
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """TLS for raw HTTPS requests to the API server as the admin (``system:masters``)."""
         context = ssl.create_default_context(cadata=self.ca.cert_pem.decode())
         context.load_cert_chain(*self.admin_cert.write(self.pki_dir, "admin"))
+        return context
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until ``/readyz`` of the API server answers ok."""
+        context = self.admin_ssl_context()
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
@@ -302,7 +310,8 @@ class ControlPlane:
             f"--service-account-signing-key-file={self.pki_dir / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", f"--enable-admission-plugins={','.join(ADMISSION)}",
-            "--allow-privileged=true", "--profiling=false", "--event-ttl=1h", "--v=1",
+            "--allow-privileged=true", f"--profiling={'true' if self.profiling else 'false'}",
+            "--event-ttl=1h", "--v=1",
             # Loopback cannot be advertised in the `kubernetes` Service's endpoints, and nothing here
             # reaches the API through that Service (no kube-proxy): no endpoint reconciler.
             "--endpoint-reconciler-type=none",
