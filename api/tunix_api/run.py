@@ -83,6 +83,19 @@ class AcceleratorSpec(ApiModel):
         "the pods meeting through a headless Service named after the run.",
     )
 
+    @model_validator(mode="after")
+    def _count_needs_type(self) -> AcceleratorSpec:
+        if self.type == AcceleratorType.NONE and self.count_per_host != 1:
+            raise ValueError("accelerator.countPerHost needs an accelerator type")
+        return self
+
+
+cel(
+    "AcceleratorSpec",
+    "self.type != 'none' || self.countPerHost == 1",
+    "accelerator.countPerHost needs an accelerator type",
+)
+
 
 class ResourceRequirements(ApiModel):
     """Container resources besides the accelerator, as in a container's resources."""
@@ -269,8 +282,6 @@ class TunixRunSpec(ApiModel):
     def _mode_rules(self) -> TunixRunSpec:
         if self.mode == Mode.TRAIN and self.dataset is None:
             raise ValueError("dataset is required when mode is Train")
-        if self.accelerator.type == AcceleratorType.NONE and self.accelerator.count_per_host != 1:
-            raise ValueError("accelerator.countPerHost needs an accelerator type")
         kind = self.dataset.tokenizer.kind if self.dataset is not None else None
         pretrained = self.model.pretrained is not None
         if kind == TokenizerKind.HUGGINGFACE and not (self.dataset.tokenizer.uri or pretrained):
@@ -288,12 +299,7 @@ class TunixRunSpec(ApiModel):
         return self
 
 
-cel("TunixRunSpec", "self.mode != 'Train' || has(self.dataset)", "dataset is required when mode is Train")
-cel(
-    "TunixRunSpec",
-    "!has(self.accelerator) || self.accelerator.type != 'none' || self.accelerator.countPerHost == 1",
-    "accelerator.countPerHost needs an accelerator type",
-)
+cel("TunixRunSpec", "has(self.dataset) || self.mode != 'Train'", "dataset is required when mode is Train")
 cel(
     "TunixRunSpec",
     "!has(self.dataset) || !has(self.dataset.tokenizer) || self.dataset.tokenizer.kind != 'huggingface' "
@@ -621,7 +627,7 @@ class TunixRun(ApiModel):
 # Attached to the root of the CRD's schema (metadata.name is readable there).
 cel(
     "TunixRun",
-    "!has(self.spec.accelerator) || !has(self.spec.accelerator.hosts) || self.spec.accelerator.hosts == 1"
-    f" || self.metadata.name.matches('{SERVICE_NAME_START}')",
+    f"self.metadata.name.matches('{SERVICE_NAME_START}') || !has(self.spec.accelerator)"
+    " || !has(self.spec.accelerator.hosts) || self.spec.accelerator.hosts == 1",
     MULTI_HOST_NAME_MESSAGE,
 )

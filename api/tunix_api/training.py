@@ -17,6 +17,10 @@ from tunix_api.names import MAX_OBJECT_NAME_LENGTH, OBJECT_NAME_PATTERN
 
 # Cross-field rules as CEL, attached to the CRD by the generator. Each entry:
 # (rule, message). The pydantic validators below enforce the same rules.
+# The API server evaluates every rule at every write of a run, its status patches included, and each
+# field a rule reads costs it a copy of the schemas of that field's siblings (kube-apiserver 1.37's
+# CEL model): a rule sits on the smallest object it needs, and the test that settles the common case
+# comes first (docs/PERFORMANCE.md, "The API server's side").
 CEL_RULES: dict[str, list[tuple[str, str]]] = {}
 
 
@@ -415,10 +419,14 @@ class TrainingSpec(ApiModel):
 
 cel(
     "TrainingSpec",
-    "self.batchSize % self.gradAccumSteps == 0",
+    "self.gradAccumSteps == 1 || self.batchSize % self.gradAccumSteps == 0",
     "batchSize must be divisible by gradAccumSteps",
 )
-cel("TrainingSpec", "self.warmupSteps <= self.steps", "warmupSteps must not exceed steps")
+cel(
+    "TrainingSpec",
+    "self.warmupSteps == 0 || self.warmupSteps <= self.steps",
+    "warmupSteps must not exceed steps",
+)
 
 RESUME_PATTERN = r"^(latest|none|[0-9]+)$"
 

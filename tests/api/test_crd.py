@@ -299,9 +299,10 @@ def test_every_cel_rule_is_attached_once_and_compiles(schema: dict) -> None:
 
 def test_cel_rules_sit_on_the_model_they_were_declared_for(schema: dict) -> None:
     where = {v["rule"]: path for path, _, v in iter_validations(schema)}
-    assert where["self.batchSize % self.gradAccumSteps == 0"] == ".spec.training"
+    assert where["self.gradAccumSteps == 1 || self.batchSize % self.gradAccumSteps == 0"] == ".spec.training"
     assert where["has(self.claimName) != has(self.size)"] == ".spec.checkpoint.volume"
-    assert where["self.mode != 'Train' || has(self.dataset)"] == ".spec"
+    assert where["has(self.dataset) || self.mode != 'Train'"] == ".spec"
+    assert where["self.type != 'none' || self.countPerHost == 1"] == ".spec.accelerator"
 
 
 def test_every_cel_rule_reads_only_existing_fields(schema: dict) -> None:
