@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
@@ -43,6 +42,7 @@ from bench_operator import (
     VERSION,
     JobWatch,
     cpu_seconds,
+    emit,
     free_port,
     peak_rss_mib,
     run_manifest,
@@ -164,13 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds,
         "ratio_b_over_a_mean": round(statistics.mean(ratios), 3) if ratios else None,
         "ratio_b_over_a_min_max": [min(ratios), max(ratios)] if ratios else None,
-        "machine": {"cpus": os.cpu_count()},
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import copy
-import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -42,7 +41,7 @@ import kubernetes  # noqa: E402
 from tests.cluster.controlplane import ControlPlane  # noqa: E402
 from tests.cluster.fixtures import CRDS_DIR  # noqa: E402
 from tools import apiserver_profile  # noqa: E402
-from tools.bench_operator import cpu_seconds, run_manifest  # noqa: E402
+from tools.bench_operator import cpu_seconds, emit, run_manifest  # noqa: E402
 
 VERSION, PLURAL = "v1alpha1", "tunixruns"
 CEL = "of which anywhere: CEL validation rules"
@@ -170,14 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.plane.stop()
         bench.pool.shutdown()
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
-    result["machine"] = {"cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-    result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    import shutil
-
+    emit(result, args.out)
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -752,6 +752,16 @@ def s3_read_cost(objects: int, rounds: int) -> dict[str, Any]:
         moto.terminate()
 
 
+def emit(result: dict[str, Any], out: pathlib.Path | None) -> None:
+    """Add the machine and the date to a benchmark's result; print it as JSON, and write it to ``out``."""
+    result["machine"] = {"cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+    result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -799,12 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench.run()
     finally:
         bench.stop()
-    result["machine"] = {"cpus": os.cpu_count(), "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-    result["date"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = json.dumps(result, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     if not args.keep:
         import shutil
 
