@@ -42,10 +42,11 @@ ACROSS: tuple[tuple[str, str], ...] = (
 
 def samples(raw: str) -> Iterator[tuple[int, list[str]]]:
     """(CPU nanoseconds, frames innermost first) of each sample of a ``go tool pprof -raw`` listing."""
-    head, _, locations = raw.partition("Locations")
-    frames = {
-        m.group(1): m.group(2) for m in re.finditer(r"^\s*(\d+): 0x[0-9a-f]+ M=\d+ (.*)$", locations, re.M)
-    }
+    head, _, tail = raw.partition("\nLocations\n")
+    locations = tail.partition("\nMappings\n")[0]
+    # A location's first line names its function; the lines under it without an id, those inlined there.
+    location = re.compile(r"^\s*(\d+): 0x[0-9a-f]+ M=\d+ (.*(?:\n\s+[^\d\s].*)*)", re.M)
+    frames = {m.group(1): m.group(2) for m in location.finditer(locations)}
     for m in re.finditer(r"^\s+\d+\s+(\d+): ([\d ]+)$", head, re.M):
         yield int(m.group(1)), [frames.get(i, "") for i in m.group(2).split()]
 

@@ -1,9 +1,11 @@
-"""The benchmark sweep's case parsing and config, and the profile summary's bookkeeping."""
+"""The benchmark sweep's case parsing and config, the profile summary's bookkeeping, and the API server
+profile's classes."""
 
 from __future__ import annotations
 
 import pytest
 
+from tools import apiserver_profile
 from tools.bench_sweep import case_config, parse_case, table_row
 from tools.profile_summary import Totals, kernel_class
 from tunix_trainer.config import parse_run
@@ -59,3 +61,33 @@ def test_kernel_classes_and_totals():
         totals.add(name, ns)
     assert totals.total == 11.0
     assert totals.top(2) == [("a", 7.0, 2), ("c", 3.0, 1)]
+
+
+RAW_PROFILE = """PeriodType: cpu nanoseconds
+Period: 10000000
+Samples:
+samples/count cpu/nanoseconds
+          3   30000000: 1 2 3
+          1   10000000: 4 3
+          2   20000000: 5
+Locations
+     1: 0x10 M=1 github.com/google/cel-go/cel.(*prog).Eval cel/program.go:1:0 s=0
+             k8s.io/apiextensions-apiserver/pkg/apiserver/schema/cel.(*Validator).Validate v.go:2:0 s=0
+     2: 0x20 M=1 k8s.io/apiextensions-apiserver/pkg/registry/customresource.(*StatusREST).Update e.go:3:0 s=0
+     3: 0x30 M=1 net/http.(*conn).serve server.go:4:0 s=0
+     4: 0x40 M=1 k8s.io/apiserver/pkg/storage/etcd3.(*watchChan).transform w.go:5:0 s=0
+     5: 0x50 M=1 runtime.gcBgMarkWorker mgc.go:6:0 s=0
+Mappings
+1: 0x400000/0x38bc000/0x0 /bin/kube-apiserver abc [FN]
+"""
+
+
+def test_apiserver_profile_gives_each_sample_to_its_first_class_and_counts_inlined_frames():
+    classes = apiserver_profile.classify(RAW_PROFILE)
+    assert classes["total"] == 0.06
+    assert classes["custom resource status write (TunixRun /status)"] == 0.03
+    assert classes["watch: etcd events decoded"] == 0.01
+    assert classes["Go garbage collector"] == 0.02
+    assert "other" not in classes
+    # CEL's frame is inlined into location 1 (the line under it): found all the same.
+    assert classes["of which anywhere: CEL validation rules"] == 0.03
