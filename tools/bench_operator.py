@@ -3,8 +3,8 @@
 
 Starts etcd + kube-apiserver + kube-controller-manager (without the Job controller: this script plays
 it and the kubelet, creating each Job's pod itself and setting its status) and a local S3 (moto, its own
-process), then ``python -m tunix_operator`` as its own process (its own client certificate, so the API
-server's audit log counts its requests exactly; its CPU and peak RSS read from /proc). Phases:
+process), then ``python -m tunix_operator`` as its own process (logged in as its own ServiceAccount, so
+the API server's audit log counts its requests exactly; its CPU and peak RSS read from /proc). Phases:
 
 1. idle: ``--idle-runs`` runs created one by one: create -> Job latency (the Job's ADDED watch event);
 2. burst: ``--runs`` runs created at once (``--clients`` threads): time until every Job exists;
@@ -53,7 +53,6 @@ sys.path.insert(0, str(REPO))
 
 import kubernetes  # noqa: E402
 
-from tests.cluster import controlplane  # noqa: E402
 from tests.cluster.controlplane import CONTROLLERS, ControlPlane  # noqa: E402
 from tests.cluster.fixtures import CRDS_DIR  # noqa: E402
 
@@ -158,13 +157,16 @@ def start_operator(
     python_args: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``python -m tunix_operator`` as its own process, watching ``namespace``, once it serves its
-    metrics. It logs in as ``user`` with its own client certificate (the audit log tells its requests
-    apart); ``checkout``: another checkout's operator, first on the path (e.g. a baseline); ``env`` is
-    added to the environment. Writes ``<name>.kubeconfig``, ``<name>.log`` and ``<name>-artifacts/``
-    under ``workdir``."""
-    cert = plane.ca.issue(user, organization="system:masters")
-    kubeconfig = controlplane.write_kubeconfig(
-        workdir / f"{name}.kubeconfig", plane.url, plane.ca.cert_pem, user=user, cert=cert
+    metrics. It logs in as the ServiceAccount ``user`` of ``namespace`` with a bound token, as an
+    operator in a cluster does (the audit log tells its requests apart: :func:`operator_username`);
+    ``checkout``: another checkout's operator, first on the path (e.g. a baseline); ``env`` is added to
+    the environment. Writes ``<name>.kubeconfig``, ``<name>.log`` and ``<name>-artifacts/`` under
+    ``workdir``."""
+    kubeconfig = plane.kubeconfig_for(
+        workdir / f"{name}.kubeconfig",
+        token=service_account_token(plane, namespace, user),
+        user=user,
+        namespace=namespace,
     )
     artifacts = workdir / f"{name}-artifacts"
     artifacts.mkdir(exist_ok=True)
@@ -186,6 +188,30 @@ def start_operator(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPO)
     wait_for_metrics(process, metrics_port, f"see {log_path}")
     return process
+
+
+def service_account_token(plane: ControlPlane, namespace: str, name: str) -> str:
+    """A day's token of a new ServiceAccount ``name`` bound to ``cluster-admin`` (RBAC is evaluated for
+    each of its requests, and its token checked, as for an operator's pod; a ``system:masters`` client
+    certificate would skip the one and cost a certificate chain check per request instead)."""
+    client = plane.api_client()
+    core = kubernetes.client.CoreV1Api(client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}
+    kubernetes.client.RbacAuthorizationV1Api(client).create_cluster_role_binding(
+        {
+            "metadata": {"name": f"{namespace}-{name}"},
+            "roleRef": role,
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }
+    )
+    request = {"spec": {"expirationSeconds": 86_400}}
+    return core.create_namespaced_service_account_token(name, namespace, request).status.token
+
+
+def operator_username(namespace: str, name: str) -> str:
+    """The audit log's user of the operator that :func:`start_operator` started."""
+    return f"system:serviceaccount:{namespace}:{name}"
 
 
 def reconcile_count(metrics: dict[str, float]) -> float:
@@ -456,7 +482,7 @@ class Bench:
 
     def requests(self, since: int) -> collections.Counter[str]:
         """The operator's requests since ``since`` by verb (watches counted when they start)."""
-        events = self.plane.audit_events(user=OPERATOR_USER, since=since)
+        events = self.plane.audit_events(user=operator_username(NAMESPACE, OPERATOR_USER), since=since)
         return collections.Counter(e["verb"] for e in events if (e.get("objectRef") or {}).get("resource"))
 
     # -- playing the Job controller and the kubelet ------------------------------------------------
