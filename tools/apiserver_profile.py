@@ -30,6 +30,8 @@ CLASSES: tuple[tuple[str, str], ...] = (
     ("watch: etcd events decoded", r"etcd3\.\(\*watchChan\)"),
     ("watch: events sent", r"WatchServer|cacher\.\(\*cacheWatcher\)|cacher\.\(\*Cacher\)\.dispatch"),
     ("client certificate verified", r"x509\.\(\*Authenticator\)\.AuthenticateRequest"),
+    ("bearer token authenticated (cached)", r"bearertoken\.\(\*Authenticator\)\.AuthenticateRequest"),
+    ("RBAC authorization", r"rbac\.\(\*RBACAuthorizer\)\.Authorize"),
     ("audit log", r"plugin/pkg/audit"),
     ("Go garbage collector", r"runtime\.(gcBgMarkWorker|gcAssist|bgsweep|bgscavenge)"),
 )
