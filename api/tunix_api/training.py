@@ -20,7 +20,7 @@ from tunix_api.names import MAX_OBJECT_NAME_LENGTH, OBJECT_NAME_PATTERN
 # The API server evaluates every rule at every write of a run, its status patches included, and each
 # field a rule reads costs it a copy of the schemas of that field's siblings (kube-apiserver 1.37's
 # CEL model): a rule sits on the smallest object it needs, and the test that settles the common case
-# comes first (docs/PERFORMANCE.md, "The API server's side").
+# comes first (docs/DESIGN.md, "CEL rules").
 CEL_RULES: dict[str, list[tuple[str, str]]] = {}
 
 
