@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -124,7 +123,7 @@ class Bench:
         """The requests from the pool, inside one CPU profile of the API server."""
         time.sleep(self.args.settle_seconds)
         profile = self.workdir / "phase.pprof"
-        fetch = threading.Thread(target=self.profile, args=(profile,))
+        fetch = threading.Thread(target=self.plane.cpu_profile, args=(profile, self.args.profile_seconds))
         fetch.start()
         time.sleep(0.3)
         before, started = cpu_seconds(self.server.pid), time.monotonic()
@@ -141,12 +140,6 @@ class Bench:
             "cel_percent_of_profile": round(100 * cel / profiled, 1) if profiled else 0.0,
             "load_average_1m": round(os.getloadavg()[0], 2),
         }
-
-    def profile(self, path: pathlib.Path) -> None:
-        url = f"{self.plane.url}/debug/pprof/profile?seconds={self.args.profile_seconds}"
-        context = self.plane.admin_ssl_context()
-        with urllib.request.urlopen(url, context=context, timeout=self.args.profile_seconds + 60) as answer:
-            path.write_bytes(answer.read())
 
 
 def main(argv: list[str] | None = None) -> int:

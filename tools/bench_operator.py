@@ -491,14 +491,7 @@ class Bench:
         """Start a CPU profile of kube-apiserver (``/debug/pprof/profile``) into ``path``, in a thread."""
         if path is None:
             return None
-        url = f"{self.plane.url}/debug/pprof/profile?seconds={seconds}"
-        context = self.plane.admin_ssl_context()
-
-        def fetch() -> None:
-            with urllib.request.urlopen(url, context=context, timeout=seconds + 60) as response:
-                path.write_bytes(response.read())
-
-        thread = threading.Thread(target=fetch, name="apiserver-profile", daemon=True)
+        thread = threading.Thread(target=self.plane.cpu_profile, args=(path, seconds), daemon=True)
         thread.start()
         return thread
 

@@ -244,6 +244,13 @@ class ControlPlane:
         context.load_cert_chain(*self.admin_cert.write(self.pki_dir, "admin"))
         return context
 
+    def cpu_profile(self, path: pathlib.Path, seconds: int) -> None:
+        """A CPU profile of the API server over the next ``seconds`` (``/debug/pprof/profile``, needs
+        ``profiling=True``) into ``path``; blocks meanwhile."""
+        url = f"{self.url}/debug/pprof/profile?seconds={seconds}"
+        with urllib.request.urlopen(url, context=self.admin_ssl_context(), timeout=seconds + 60) as answer:
+            path.write_bytes(answer.read())
+
     def wait_ready(self, timeout: float = 60) -> None:
         """Until ``/readyz`` of the API server answers ok."""
         context = self.admin_ssl_context()
